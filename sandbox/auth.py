@@ -1,0 +1,114 @@
+"""Token extraction and verification: sandbox JWTs, fixed opaque tokens, FranceConnect tokens.
+
+Tokens are JWTs signed HS256 with the sandbox secret and carry production's claims
+(uid, jti, scopes, sub, iat, exp, version), so the same token works on v2 and v3.
+A decoded token is cached by its exact string: PyJWT costs ~26 µs a decode and CI farms
+call with the same few tokens; expiry is still checked on every request.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from .errors import ApiError
+
+ISSUER = "particulier-sandbox"
+TOKEN_VERSION = "1.0"
+_CACHE_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the key the rate limit and the journal use, and the scopes held."""
+    key: str                      # jti, or a digest of an opaque / FranceConnect token
+    scopes: frozenset
+    kind: str                     # "jwt", "static" or "france_connect"
+    name: str = ""
+    france_connect: dict | None = None  # FranceConnect identity (token_introspection)
+    expires_at: int | None = None
+
+
+def mint(secret: str, scopes, ttl: int, now: float | None = None) -> tuple[str, dict]:
+    now = int(now if now is not None else time.time())
+    claims = {"uid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "scopes": sorted(set(scopes)),
+              "sub": ISSUER, "iat": now, "exp": now + int(ttl), "version": TOKEN_VERSION}
+    return jwt.encode(claims, secret, algorithm="HS256"), claims
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def extract(request, op) -> tuple[str | None, str | None]:
+    """(token, where) from the places the route's version accepts."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip(), "bearer"
+    if op is None or not op.v3:
+        if request.headers.get("X-Api-Key"):
+            return request.headers["X-Api-Key"], "api_key"
+        if request.args.get("token"):
+            return request.args["token"], "query_token"
+    return None, None
+
+
+class Authenticator:
+    def __init__(self, secret: str, static_tokens: dict, france_connect: callable):
+        self._secret = secret
+        self._static = {digest(value): (value, frozenset(scopes)) for value, scopes in static_tokens.items()}
+        self._france_connect = france_connect  # token -> identity payload or None
+        self._cache: dict[str, dict] = {}
+
+    def verify(self, token: str) -> Identity:
+        """A sandbox token (JWT or declared opaque token) -> Identity, or ApiError."""
+        static = self._static.get(digest(token))
+        if static and hmac.compare_digest(static[0], token):
+            return Identity(key="static-" + digest(token)[:16], scopes=static[1], kind="static")
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._decode(token)
+        if claims["exp"] <= time.time():
+            raise ApiError("expired_token")
+        return Identity(key=claims["jti"], scopes=frozenset(claims["scopes"]), kind="jwt",
+                        expires_at=claims["exp"])
+
+    def _decode(self, token: str) -> dict:
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=["HS256"],
+                                options={"require": ["jti", "exp", "iat"], "verify_exp": False})
+        except jwt.PyJWTError:
+            raise ApiError("invalid_token") from None
+        if not isinstance(claims.get("scopes"), list) or not isinstance(claims.get("jti"), str):
+            raise ApiError("invalid_token")
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[token] = claims
+        return claims
+
+    def france_connect(self, token: str) -> Identity | None:
+        identity = self._france_connect(token)
+        if identity is None:
+            return None
+        scopes = frozenset(str(identity.get("scope", "")).split())
+        return Identity(key="fc-" + digest(token)[:16], scopes=scopes, kind="france_connect",
+                        france_connect=identity)
+
+    def authenticate(self, request, op) -> Identity:
+        """The pipeline's auth step for an API route."""
+        token, where = extract(request, op)
+        if not token:
+            raise ApiError("missing_token")
+        if op.france_connect and where == "bearer":
+            identity = self.france_connect(token)
+            if identity is not None:
+                return identity
+            if op.france_connect_only or token.count(".") != 2:  # not one of our JWTs either
+                raise ApiError("france_connect_unknown",
+                               detail="Le jeton d'accès FranceConnect n'a pas été trouvé ou est expiré "
+                                      "(cette route attend un jeton FranceConnect du bac à sable).")
+        return self.verify(token)

@@ -1,0 +1,106 @@
+"""The `particulier-sandbox` command (also `python -m sandbox`)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .settings import ConfigError, Settings, parse_static_tokens
+
+
+def _settings(**flags) -> Settings:
+    return Settings.from_env(**flags)
+
+
+@click.group()
+def main():
+    """A sandbox of API Particulier: same routes, validation, errors, masking and rate limit."""
+
+
+@main.command()
+@click.option("--host", help="Address to listen on [127.0.0.1; SANDBOX_HOST].")
+@click.option("--port", type=int, help="Port [8000; SANDBOX_PORT].")
+@click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path),
+              help="OpenAPI spec to serve (repeatable) [bundled spec/open-api.yml; SANDBOX_SPEC].")
+@click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Fixture folder (repeatable) [bundled fixtures/; SANDBOX_FIXTURES].")
+@click.option("--workers", type=int, help="gunicorn worker processes [2; SANDBOX_WORKERS].")
+@click.option("--redis", "redis_url", help="Share counters, revocations and journal in Redis [SANDBOX_REDIS_URL].")
+@click.option("--token-secret", help="HS256 secret of the tokens [generated, kept in the data folder; SANDBOX_TOKEN_SECRET].")
+@click.option("--token", "tokens", multiple=True, metavar="VALUE=scope,scope",
+              help="Declare a fixed opaque token (repeatable) [SANDBOX_TOKENS, ';'-separated].")
+@click.option("--rate-limit", help="Per-token limit [20/second; SANDBOX_RATE_LIMIT].")
+@click.option("--ip-rate-limit", help="Per-address limit on API routes [1000/minute; SANDBOX_IP_RATE_LIMIT].")
+@click.option("--faults", type=click.Choice(["on", "off"]), help="Header-driven fault injection [on; SANDBOX_FAULTS].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the secret and the embedded store live [SANDBOX_DATA_DIR].")
+@click.option("--airtable-sync", type=float, metavar="SECONDS", help="Pull fixtures from Airtable every SECONDS.")
+def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
+          ip_rate_limit, faults, data_dir, airtable_sync):
+    """Serve the API with gunicorn."""
+    try:
+        settings = _settings(host=host, port=port, specs=tuple(specs) or None,
+                             fixtures=tuple(fixture_dirs) or None, workers=workers, redis_url=redis_url,
+                             token_secret=token_secret, rate_limit=rate_limit, ip_rate_limit=ip_rate_limit,
+                             faults=None if faults is None else faults == "on", data_dir=data_dir,
+                             airtable_sync=airtable_sync,
+                             static_tokens=parse_static_tokens(tokens) if tokens else None)
+        os.environ.update(settings.to_env())
+        from . import create_app
+        app = create_app(settings)
+    except ConfigError as exc:
+        click.echo(f"particulier-sandbox: cannot start: {exc}", err=True)
+        sys.exit(2)
+    from .server import run
+    run(app, settings)
+
+
+@main.command()
+@click.option("--scope", "scopes", multiple=True, help="Scope to grant (repeatable) [all scopes].")
+@click.option("--ttl", type=int, default=None, help="Validity in seconds [86400].")
+@click.option("--token-secret", help="HS256 secret [SANDBOX_TOKEN_SECRET, or the data folder's].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data folder holding the generated secret.")
+def token(scopes, ttl, token_secret, data_dir):
+    """Print one new token (usable on v2 and v3), minted offline."""
+    from .auth import mint
+    from .scopes import ScopeCatalogue
+    settings = _settings(token_secret=token_secret, data_dir=data_dir)
+    known = ScopeCatalogue().all_scopes()
+    unknown = sorted(set(scopes) - set(known))
+    if unknown:
+        click.echo(f"unknown scope(s): {', '.join(unknown)}", err=True)
+        sys.exit(2)
+    value, _ = mint(settings.resolved_secret(), scopes or known, ttl or settings.default_token_ttl)
+    click.echo(value)
+
+
+@main.group()
+def fixtures():
+    """Check fixture folders."""
+
+
+@fixtures.command("check")
+@click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path))
+@click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path))
+def fixtures_check(specs, fixture_dirs):
+    """Check every fixture against the spec: one line per problem, exit 1 when any."""
+    from . import fixtures as fixture_module
+    from .spec import load_specs
+    settings = _settings(specs=tuple(specs) or None, fixtures=tuple(fixture_dirs) or None)
+    try:
+        operations = load_specs(settings.specs).by_operation_id()
+    except ConfigError as exc:
+        click.echo(f"spec: {exc}", err=True)
+        sys.exit(2)
+    loaded = fixture_module.load(settings.fixtures, operations)
+    for problem in loaded.problems:
+        click.echo(str(problem))
+    count = sum(len(cases) for cases in loaded.ordered.values())
+    click.echo(f"{count} cases in {len(loaded.ordered)} operations, {len(loaded.france_connect)} FranceConnect "
+               f"tokens, {len(loaded.problems)} problem(s)", err=True)
+    sys.exit(1 if loaded.problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""v2 and v3 error bodies, one catalogue.
+
+Handlers raise ApiError(kind, ...); the error is rendered in the format of the route that
+was called (v2: {error, reason, message}; v3+: {errors: [{code, title, detail, source, meta}]}),
+so a step of the pipeline never needs to know which version it serves.
+"""
+from __future__ import annotations
+
+import json
+
+V2_RATE_LIMITED = {"errors": ["Vous avez effectué trop de requêtes"]}
+
+# kind -> (v2 status, v2 slug, v3 status, v3 code, v3 title, detail)
+API_ERRORS = {
+    "missing_token": (401, "access_denied", 401, "00101", "Interdit",
+                      "Votre token n'est pas valide ou n'est pas renseigné"),
+    "invalid_token": (401, "access_denied", 401, "00101", "Interdit",
+                      "Votre token n'est pas valide ou n'est pas renseigné"),
+    "expired_token": (401, "access_denied", 401, "00103", "Jeton expiré",
+                      "Votre token est expiré. Vous devez refaire une demande"),
+    "revoked_token": (401, "access_denied", 401, "00105", "Jeton sur liste noire",
+                      "Votre jeton est sur liste noire, il a été révoqué dans le bac à sable."),
+    "insufficient_scopes": (401, "access_denied", 403, "00100", "Privilèges insuffisants",
+                            "Votre token est valide mais vos privilèges sont insuffisants. "
+                            "Listez vos privilèges sur /api/introspect"),
+    "france_connect_malformed": (401, "access_denied", 401, "50001", "Jeton FranceConnect invalide",
+                                 "Le jeton d'accès est mal formaté."),
+    "france_connect_unknown": (401, "access_denied", 401, "50002", "Jeton FranceConnect invalide",
+                               "Le jeton d'accès n'a pas été trouvé ou est expiré."),
+    "recipient_missing": (400, "bad_request", 422, "00203", "Entité non traitable",
+                          "Le paramètre recipient est obligatoire"),
+    "recipient_invalid": (400, "bad_request", 422, "00210", "Entité non traitable",
+                          "Le paramètre recipient n'est pas un siret valide"),
+    "rate_limited": (429, None, 429, "00429", "Trop de requêtes", "Vous avez effectué trop de requêtes"),
+    "route_not_found": (404, "not_found", 404, "00404", "Route inconnue",
+                        "Cette route n'existe pas dans l'API."),
+    "method_not_allowed": (405, "method_not_allowed", 405, "00405", "Méthode non autorisée",
+                           "Cette méthode n'est pas acceptée sur cette route."),
+    "gone": (410, "gone", 410, "00410", "Route retirée",
+             "Cette route a été retirée de l'API et ne répond plus."),
+    "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",
+                          "Le stockage partagé du bac à sable (Redis) est injoignable ; réessayez dans un instant."),
+    "internal": (500, "error", 500, "00500", "Erreur interne",
+                 "Une erreur interne a été détectée dans le bac à sable."),
+}
+
+# Validation failures on v3: the parameter decides the code, as production does.
+V3_PARAMETER_CODES = {
+    "recipient": "00203", "ine": "00360", "codePostal": "00351", "numeroAllocataire": "00352",
+    "nomNaissance": "00420", "prenoms": "00421", "anneeDateNaissance": "00422",
+    "moisDateNaissance": "00423", "jourDateNaissance": "00424", "codeCogInseeCommuneNaissance": "00426",
+    "sexeEtatCivil": "00427", "codeCogInseeDepartementNaissance": "00428",
+    "codeCogInseePaysNaissance": "00400", "identifiant": "00380", "codeEtablissement": "00410",
+    "anneeScolaire": "00411", "degreEtablissement": "00412", "immatriculation": "00430",
+    "annee": "00353", "mois": "00354",
+}
+
+# Provider faults (fixtures' deliberate errors and X-Sandbox-Fault): fault -> v2 and v3 forms.
+PROVIDER_FAULTS = {
+    "not_found": (404, "not_found", 404, "003", "Ressource non trouvée",
+                  "Le dossier n'a pas été trouvé auprès du fournisseur de données."),
+    "conflict": (409, "conflict", 409, "015", "Conflit", "Plusieurs ressources correspondent aux critères"),
+    "internal": (500, "error", 500, "000", "Erreur interne du fournisseur de données",
+                 "La réponse retournée par le fournisseur de données est une erreur interne."),
+    "provider_error": (502, "invalid_response", 502, "999", "Erreur inconnue du fournisseur de données",
+                       "La réponse retournée par le fournisseur de données est invalide et inconnue."),
+    "unavailable": (503, "data_provider_error", 503, "001", "Service non disponible",
+                    "Service du fournisseur de données temporairement indisponible ou en maintenance."),
+    "timeout": (504, "network_error", 504, "002", "Intermédiaire hors-délai",
+                "Temps d’attente d’une réponse du fournisseur de données écoulé."),
+    "rate_limited": (503, "data_provider_error", 429, "008", "Erreur auprès du fournisseur de données : trop de requêtes",
+                     "Le fournisseur de données a reçu trop de requêtes ; réessayez plus tard."),
+}
+FAULT_BY_STATUS = {404: "not_found", 409: "conflict", 500: "internal", 502: "provider_error",
+                   503: "unavailable", 504: "timeout", 429: "rate_limited"}
+
+
+class ApiError(Exception):
+    """An answer that is not the fixture's: rendered in the called route's own format."""
+
+    def __init__(self, kind, *, parameter=None, detail=None, headers=None):
+        super().__init__(kind)
+        self.kind = kind
+        self.parameter = parameter
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def v2_body(slug, reason, message=None):
+    return {"error": slug, "reason": reason, "message": message or reason}
+
+
+def v3_body(code, title, detail, source=None, meta=None):
+    return {"errors": [{"code": code, "title": title, "detail": detail,
+                        "source": source, "meta": meta or {}}]}
+
+
+def render(error: ApiError, v3: bool) -> tuple[int, dict]:
+    """ApiError -> (status, body) in the route's format."""
+    if error.kind == "invalid_parameter":
+        return _invalid_parameter(error, v3)
+    v2_status, slug, v3_status, code, title, detail = API_ERRORS[error.kind]
+    detail = error.detail or detail
+    if v3:
+        source = {"parameter": error.parameter} if error.parameter else (
+            {"parameter": "token"} if v3_status in (401, 403) else None)
+        return v3_status, v3_body(code, title, detail, source)
+    if error.kind == "rate_limited":
+        return 429, V2_RATE_LIMITED
+    return v2_status, v2_body(slug, detail)
+
+
+def _invalid_parameter(error, v3):
+    name = (error.parameter or "").removesuffix("[]")
+    if v3:
+        code = V3_PARAMETER_CODES.get(name, "00366")
+        return 422, v3_body(code, "Entité non traitable", error.detail, {"parameter": error.parameter})
+    return 400, v2_body("bad_request", error.detail)
+
+
+def provider_fault(fault: str, v3: bool, provider: str, prefix: str) -> tuple[int, dict]:
+    v2_status, slug, v3_status, subcode, title, detail = PROVIDER_FAULTS[fault]
+    if v3:
+        return v3_status, v3_body(f"{prefix}{subcode}", title, detail, None, {"provider": provider})
+    message = f"{detail} ({provider})"
+    return v2_status, v2_body(slug, message, message)
+
+
+def dumps(body) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,384 @@
+"""Fixtures: load the case files, check them against the spec, index them, match requests.
+
+Matching follows the official staging: every value becomes a lower-cased string, the
+request's parameter set must equal the case's exactly, `recipient` is ignored. The index
+key is computed once per case at load, so a request costs one dict lookup.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from openapi_schema_validator import OAS30Validator
+
+from .spec import _Loader
+
+IGNORED_PARAMS = frozenset({"recipient", "token"})
+CASE_SUFFIXES = (".yaml", ".yml")
+MAX_CASE_BYTES = 1 << 20
+FRANCE_CONNECT = "france_connect"
+
+
+@dataclass(eq=False)
+class Case:
+    operation_id: str
+    file: Path
+    description: str
+    params: dict
+    status: int
+    payload: object
+    latency_ms: int = 0
+    key: frozenset = frozenset()
+    problem: str | None = None  # set when the payload does not conform: served, but flagged
+
+    @property
+    def id(self) -> str:
+        return f"{self.operation_id}/{self.file.name}"
+
+
+@dataclass
+class Problem:
+    file: Path
+    where: str
+    message: str
+    fatal: bool = True
+
+    def __str__(self):
+        return f"{self.file}: {self.where}: {self.message}"
+
+
+def normalize(value) -> tuple:
+    """A parameter value, as the matcher compares it: a tuple of lower-cased strings."""
+    if isinstance(value, (list, tuple)):
+        return tuple(v for item in value for v in normalize(item))
+    if isinstance(value, bool):
+        return ("true" if value else "false",)
+    if value is None:
+        return ("",)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return (value.isoformat(),)
+    return (str(value).lower(),)
+
+
+def case_key(params: dict) -> frozenset:
+    return frozenset((name.removesuffix("[]"), normalize(v)) for name, v in params.items()
+                     if name.removesuffix("[]") not in IGNORED_PARAMS)
+
+
+def request_key(args) -> frozenset:
+    merged = {}
+    for name in args.keys():
+        key = name.removesuffix("[]")
+        if key in IGNORED_PARAMS:
+            continue
+        merged[key] = merged.get(key, ()) + tuple(v.lower() for v in args.getlist(name))
+    return frozenset(merged.items())
+
+
+# --- FranceConnect: an identity selects the case whose civil status agrees with it ---------
+IDENTITY_FIELDS = {
+    "nom": ("nomNaissance", "nomFamille", "nom", "family_name"),
+    "prenoms": ("prenoms", "prenom", "given_name_array", "given_name"),
+    "date": ("dateDeNaissance", "dateNaissance", "birthdate"),
+    "annee": ("anneeDateNaissance", "anneeDateDeNaissance"),
+    "mois": ("moisDateNaissance", "moisDateDeNaissance"),
+    "jour": ("jourDateNaissance", "jourDateDeNaissance"),
+    "sexe": ("sexeEtatCivil", "sexe", "gender"),
+    "lieu": ("codeCogInseeCommuneNaissance", "codeInseeLieuDeNaissance", "lieuDeNaissance", "birthplace"),
+    "pays": ("codeCogInseePaysNaissance", "codePaysLieuDeNaissance", "birthcountry"),
+}
+
+
+def canonical_identity(fields: dict) -> dict:
+    fields = {k.removesuffix("[]"): v for k, v in fields.items()}
+    out = {}
+    for meaning, names in IDENTITY_FIELDS.items():
+        value = next((fields[n] for n in names if fields.get(n) not in (None, "", [])), None)
+        if value is None:
+            continue
+        if meaning == "prenoms":
+            words = value if isinstance(value, list) else str(value).split()
+            out[meaning] = tuple(str(w).lower() for w in words)
+        elif meaning == "date":
+            text = value.isoformat() if isinstance(value, datetime.date) else str(value)
+            found = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", text) or re.fullmatch(
+                r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
+            if found:
+                parts = found.groups()
+                year, month, day = parts if len(parts[0]) == 4 else parts[::-1]
+                out.update(annee=str(int(year)), mois=str(int(month)), jour=str(int(day)))
+        elif meaning in ("annee", "mois", "jour"):
+            out[meaning] = str(int(value)) if str(value).isdigit() else str(value)
+        elif meaning == "sexe":
+            out[meaning] = str(value).lower()[:1]
+        else:
+            out[meaning] = str(value).lower()
+    return out
+
+
+def identity_agrees(identity: dict, case: dict) -> bool:
+    shared = identity.keys() & case.keys()
+    if "nom" not in shared:
+        return False
+    for k in shared:
+        if k == "prenoms":
+            if identity[k][:len(case[k])] != case[k]:
+                return False
+        elif identity[k] != case[k]:
+            return False
+    return True
+
+
+# --- loading -------------------------------------------------------------------------------
+def _read_case_file(path: Path, problems: list):
+    try:
+        if path.stat().st_size > MAX_CASE_BYTES:
+            problems.append(Problem(path, "$", f"file larger than {MAX_CASE_BYTES} bytes"))
+            return None
+        with open(path, "rb") as f:
+            data = yaml.load(f, Loader=_Loader)
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(Problem(path, "$", f"not valid YAML: {' '.join(str(exc).split())}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(path, "$", "a case file must be a mapping with params, status, payload"))
+        return None
+    payload = data.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            problems.append(Problem(path, "$.payload", f"not valid JSON: {exc}"))
+            return None
+    status = data.get("status")
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        problems.append(Problem(path, "$.status", "missing or not an HTTP status code"))
+        return None
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        problems.append(Problem(path, "$.params", "must be a mapping of parameter -> value"))
+        return None
+    data["payload"] = payload
+    return data
+
+
+def _json_path(error) -> str:
+    path = "$"
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+class SchemaChecker:
+    """Validators for each (operation, status), built on first use and kept."""
+
+    def __init__(self, operations: dict):
+        self._operations = operations
+        self._validators = {}
+
+    def problems(self, case: Case) -> list:
+        op = self._operations[case.operation_id]
+        key = (case.operation_id, case.status)
+        if key not in self._validators:
+            schema = op.responses.get(case.status, op.responses.get("default"))
+            self._validators[key] = OAS30Validator(schema, format_checker=OAS30Validator.FORMAT_CHECKER) if schema else None
+            if case.status not in op.responses and "default" not in op.responses:
+                self._validators[key] = f"status {case.status} is not declared for {op.method} {op.path}"
+        validator = self._validators[key]
+        if isinstance(validator, str):
+            return [("$.status", validator)]
+        if validator is None:
+            return []
+        errors = sorted(validator.iter_errors(case.payload), key=lambda e: list(e.absolute_path))
+        return [(f"$.payload{_json_path(e)[1:]}", e.message) for e in errors[:5]]
+
+
+@dataclass
+class FixtureSet:
+    cases: dict = field(default_factory=dict)          # operation id -> {key: Case}
+    ordered: dict = field(default_factory=dict)        # operation id -> [Case] in file order
+    fallback: dict = field(default_factory=dict)       # operation id -> the folder's 404.yaml
+    france_connect: dict = field(default_factory=dict)  # bearer token -> identity payload
+    identities: dict = field(default_factory=dict)     # operation id -> [(canonical identity, Case)]
+    problems: list = field(default_factory=list)
+    signature: tuple = ()
+
+    @property
+    def fatal(self) -> list:
+        return [p for p in self.problems if p.fatal]
+
+    def match(self, operation_id, args):
+        return self.cases.get(operation_id, {}).get(request_key(args))
+
+    def match_france_connect(self, operation_id, identity: dict):
+        wanted = canonical_identity(identity)
+        for canon, case in self.identities.get(operation_id, ()):
+            if identity_agrees(wanted, canon):
+                return case
+        return None
+
+    def near_miss(self, operation_id, args) -> dict | None:
+        """The case that came closest, and how the request differs from it (WireMock-style)."""
+        asked = dict(request_key(args))
+        best, best_score = None, -1
+        for case in self.ordered.get(operation_id, ()):
+            wanted = dict(case.key)
+            score = sum(1 for k, v in asked.items() if wanted.get(k) == v) - len(wanted.keys() ^ asked.keys())
+            if score > best_score:
+                best, best_score = case, score
+        if best is None:
+            return None
+        wanted = dict(best.key)
+        return {"case": best.id,
+                "missing": sorted(wanted.keys() - asked.keys()),
+                "unexpected": sorted(asked.keys() - wanted.keys()),
+                "different": sorted(k for k in asked.keys() & wanted.keys() if asked[k] != wanted[k])}
+
+    def catalogue(self, operations: dict) -> list:
+        out = []
+        for operation_id, cases in sorted(self.ordered.items()):
+            op = operations.get(operation_id)
+            out.append({"operation_id": operation_id, "method": op.method if op else "GET",
+                        "path": op.path if op else None,
+                        "cases": [{"file": c.file.name, "description": c.description, "params": c.params,
+                                   "status": c.status} for c in cases]})
+        return out
+
+
+def signature(dirs) -> tuple:
+    """Paths, sizes and mtimes of every fixture file: cheap to compute, changes on any edit."""
+    entries = []
+    for root in dirs:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(CASE_SUFFIXES):
+                    try:
+                        st = os.stat(os.path.join(dirpath, name))
+                    except OSError:
+                        continue
+                    entries.append((dirpath, name, st.st_size, st.st_mtime_ns))
+    return tuple(entries)
+
+
+def load(dirs, operations: dict) -> FixtureSet:
+    """Read every fixture folder. `operations`: x-operationId -> spec Operation."""
+    fixtures = FixtureSet(signature=signature(dirs))
+    checker = SchemaChecker(operations)
+    for root in map(Path, dirs):
+        if not root.is_dir():
+            fixtures.problems.append(Problem(root, "$", "fixture folder not found"))
+            continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = sorted(f for f in folder.iterdir() if f.suffix in CASE_SUFFIXES and f.is_file())
+            if folder.name == FRANCE_CONNECT:
+                _load_france_connect(files, fixtures)
+            elif folder.name not in operations:
+                if files:
+                    fixtures.problems.append(Problem(folder, "$", "no loaded spec has an operation with this "
+                                                     "x-operationId; the folder's cases cannot be served"))
+            else:
+                _load_operation(folder.name, files, operations[folder.name], fixtures, checker)
+    return fixtures
+
+
+def _load_france_connect(files, fixtures):
+    for path in files:
+        data = _read_case_file(path, fixtures.problems)
+        if data is None:
+            continue
+        token = (data.get("params") or {}).get("token")
+        payload = data.get("payload")
+        if not token or not isinstance(payload, dict):
+            fixtures.problems.append(Problem(path, "$.params.token", "a FranceConnect file needs params.token "
+                                             "and a payload with token_introspection"))
+            continue
+        fixtures.france_connect[str(token)] = payload.get("token_introspection", payload)
+
+
+def _load_operation(operation_id, files, op, fixtures, checker):
+    index = fixtures.cases.setdefault(operation_id, {})
+    ordered = fixtures.ordered.setdefault(operation_id, [])
+    identities = fixtures.identities.setdefault(operation_id, [])
+    for path in files:
+        data = _read_case_file(path, fixtures.problems)
+        if data is None:
+            continue
+        case = Case(operation_id=operation_id, file=path, description=str(data.get("description") or "").strip(),
+                    params=data["params"] or {}, status=data["status"], payload=data["payload"],
+                    latency_ms=int(data.get("latency_ms") or 0))
+        case.key = case_key(case.params)
+        for where, message in checker.problems(case):
+            fixtures.problems.append(Problem(path, where, message, fatal=False))
+            case.problem = case.problem or f"{where}: {message}"
+        ordered.append(case)
+        if path.stem == "404" and operation_id not in fixtures.fallback:
+            fixtures.fallback[operation_id] = case
+        if case.key in index:
+            other = index[case.key]
+            fixtures.problems.append(Problem(path, "$.params", f"same params as {other.file.name}; "
+                                             f"{other.file.name} answers, this case is never served", fatal=False))
+            continue
+        index[case.key] = case
+        if op.france_connect:
+            identities.append((canonical_identity(case.params), case))
+
+
+class Population:
+    """The fixture set being served, swapped whole when the files change.
+
+    A reload that finds a fatal problem keeps the last good set serving, and says why.
+    """
+
+    def __init__(self, dirs, operations: dict, reload_interval: float, logger):
+        self.dirs = [Path(d) for d in dirs]
+        self.operations = operations
+        self.reload_interval = reload_interval
+        self.logger = logger
+        self.current = load(self.dirs, operations)
+        self.last_problems = list(self.current.problems)
+        self._thread = None
+
+    def france_connect(self, token: str):
+        return self.current.france_connect.get(token)
+
+    def reload_if_changed(self) -> bool:
+        if signature(self.dirs) == self.current.signature:
+            return False
+        candidate = load(self.dirs, self.operations)
+        self.last_problems = list(candidate.problems)
+        if candidate.fatal:
+            self.logger.error("fixtures changed but are broken; still serving the last good set:\n  %s",
+                              "\n  ".join(map(str, candidate.fatal)))
+            self.current.signature = candidate.signature  # report a broken edit once, not every second
+            return False
+        for problem in candidate.problems:
+            self.logger.warning("fixture problem: %s", problem)
+        self.current = candidate
+        self.logger.info("fixtures reloaded: %d cases", sum(len(c) for c in candidate.ordered.values()))
+        return True
+
+    def replace(self, candidate: FixtureSet):
+        """Serve a set built elsewhere (Airtable sync) once it is known to be sound."""
+        self.current = candidate
+
+    def start_watching(self):
+        if self._thread is not None or not self.reload_interval:
+            return
+        import threading
+
+        def watch():
+            while True:
+                time.sleep(self.reload_interval)
+                try:
+                    self.reload_if_changed()
+                except Exception:  # a watcher that dies silently would freeze the population
+                    self.logger.exception("fixture reload failed")
+        self._thread = threading.Thread(target=watch, name="fixture-watcher", daemon=True)
+        self._thread.start()

@@ -1,0 +1,21 @@
+"""gunicorn settings shared by `particulier-sandbox serve` and the Docker image.
+
+Everything comes from the SANDBOX_* environment, so the image's command and the one the tests
+run are the same. The app is preloaded: specs and fixtures are read once in the master and
+shared by the forked workers; a broken set stops the master before any worker starts.
+"""
+import os
+
+bind = f"{os.environ.get('SANDBOX_HOST', '127.0.0.1')}:{os.environ.get('SANDBOX_PORT', '8000')}"
+workers = int(os.environ.get("SANDBOX_WORKERS", "2"))
+threads = int(os.environ.get("SANDBOX_THREADS", "8"))
+worker_class = "gthread"
+preload_app = True
+keepalive = 5
+timeout = 60
+graceful_timeout = 30  # SIGTERM: in-flight requests get this long to finish
+# No query string in the access log: v2 accepts `?token=`, and a token is never written to a log.
+accesslog = os.environ.get("SANDBOX_ACCESS_LOG") or None
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+errorlog = "-"
+loglevel = os.environ.get("SANDBOX_LOG_LEVEL", "info")

@@ -1,0 +1,50 @@
+"""The request journal: what each token's calls were, so a CI pipeline can assert on them."""
+from __future__ import annotations
+
+import datetime
+
+from .store import StoreUnavailable
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_since(text):
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
+class Journal:
+    def __init__(self, store):
+        self.store = store
+
+    def record(self, identity, request, status, case=None, near_miss=None, fault=None):
+        query = {k: v if len(v) > 1 else v[0] for k, v in request.args.lists() if k != "token"}
+        entry = {"method": request.method, "path": request.path, "query": query, "status": status,
+                 "at": now_iso(), "case": case.id if case else None}
+        if near_miss:
+            entry["near_miss"] = near_miss
+        if fault:
+            entry["fault"] = fault
+        try:
+            self.store.record(identity.key, entry)
+        except StoreUnavailable:
+            pass  # the answer already says the store is down; the journal is best effort then
+
+    def entries(self, identity, path=None, since=None) -> list:
+        entries = self.store.journal(identity.key)
+        if path:
+            entries = [e for e in entries if e["path"] == path or e["path"].startswith(path.rstrip("/") + "/")]
+        if since:
+            moment = _parse_since(since)
+            if moment is None:
+                raise ValueError("since must be an ISO 8601 date-time")
+            entries = [e for e in entries if _parse_since(e["at"]) >= moment]
+        return entries
+
+    def forget(self, identity):
+        self.store.forget(identity.key)

@@ -1,0 +1,161 @@
+"""Which scopes a route needs, and the data mask a token's scopes put on a payload.
+
+The catalogue (sandbox/data/operations.yml) is keyed by x-operationId, so it applies to the
+bundled spec and to the upstream specs alike. Each scope lists the fields it reveals; a
+payload keeps the union of the fields of the scopes held, as production does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ApiError
+from .spec import read_yaml
+
+CATALOGUE = Path(__file__).parent / "data" / "operations.yml"
+KEEP = True
+
+
+class NothingVisible(Exception):
+    """The mask left nothing the token may see: production answers not found."""
+
+
+def _tree(paths) -> dict:
+    """['a.b', 'c[].d'] -> {'a': {'b': KEEP}, 'c': {'[]': {'d': KEEP}}}"""
+    tree = {}
+    for path in paths:
+        node = tree
+        parts = path.replace("[]", ".[]").split(".")
+        for i, part in enumerate(p for p in parts if p):
+            last = i == len([p for p in parts if p]) - 1
+            if node.get(part) is KEEP:
+                break
+            if last:
+                node[part] = KEEP
+            else:
+                node = node.setdefault(part, {})
+    return tree
+
+
+def _merge(a, b):
+    if a is KEEP or b is KEEP:
+        return KEEP
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if k in out else v
+    return out
+
+
+def apply_tree(value, tree):
+    if tree is KEEP:
+        return value
+    if isinstance(value, list):
+        sub = tree.get("[]")
+        return [apply_tree(v, sub) for v in value] if sub is not None else value
+    if isinstance(value, dict):
+        return {k: apply_tree(v, tree[k]) for k, v in value.items() if k in tree}
+    return value
+
+
+@dataclass
+class OperationScopes:
+    operation_id: str
+    provider: str
+    code_prefix: str
+    mask_root: str
+    special: str | None
+    fields: dict  # scope -> tree
+
+    @property
+    def scopes(self) -> frozenset:
+        return frozenset(self.fields)
+
+    def mask(self, payload, held: frozenset):
+        tree = {}
+        for scope in sorted(held & self.scopes):
+            tree = _merge(tree, self.fields[scope])
+        if self.mask_root:
+            if not isinstance(payload, dict) or not isinstance(payload.get(self.mask_root), dict):
+                return payload
+            inner = apply_tree(payload[self.mask_root], tree)
+            masked = {**payload, self.mask_root: inner}
+        else:
+            masked = apply_tree(payload, tree)
+        return SPECIAL_RULES[self.special](payload, masked, held) if self.special else masked
+
+
+def _mesri_inscriptions(original, masked, held):
+    """v2 MESRI: each inscription is kept only if a held scope admits it; nothing left: 404."""
+    if "inscriptions" not in masked:
+        return masked
+    kept = []
+    # decide on the original inscription: the mask may have removed statut/regime themselves
+    for source, inscription in zip(original.get("inscriptions") or [], masked["inscriptions"]):
+        status = str(source.get("statut", "")).lower()
+        regime = str(source.get("regime", "")).lower()
+        if (status == "inscrit" and "initiale" in regime and "mesri_inscription_etudiant" in held) \
+                or (status == "inscrit" and "continue" in regime and "mesri_inscription_autre" in held) \
+                or (status == "admis" and "mesri_admission" in held):
+            kept.append(inscription)
+    if not kept:
+        raise NothingVisible()
+    return {**masked, "inscriptions": kept}
+
+
+def _men_niveau_bourse(original, masked, held):
+    """v2 MEN: the grant level shows only with both the boursier and the échelon scopes."""
+    if {"men_statut_boursier", "men_echelon_bourse"} <= held and "niveau_bourse" in original:
+        return {**masked, "niveau_bourse": original["niveau_bourse"]}
+    return masked
+
+
+SPECIAL_RULES = {"mesri_inscriptions": _mesri_inscriptions, "men_niveau_bourse": _men_niveau_bourse}
+
+
+class ScopeCatalogue:
+    def __init__(self, path: Path = CATALOGUE):
+        data = read_yaml(path) if path.exists() else {}
+        self.meanings = data.get("scopes") or {}
+        self.operations = {}
+        for operation_id, entry in (data.get("operations") or {}).items():
+            self.operations[operation_id] = OperationScopes(
+                operation_id=operation_id,
+                provider=entry.get("provider", "fournisseur"),
+                code_prefix=str(entry.get("code_prefix", "00")),
+                mask_root=entry.get("mask_root") or "",
+                special=entry.get("special"),
+                fields={scope: _tree(paths or []) for scope, paths in (entry.get("scopes") or {}).items()})
+
+    def all_scopes(self) -> list:
+        names = set(self.meanings)
+        for op in self.operations.values():
+            names |= op.scopes
+        return sorted(names)
+
+    def get(self, operation_id) -> OperationScopes | None:
+        return self.operations.get(operation_id)
+
+    def authorize(self, identity, operation_id) -> frozenset:
+        """The scopes that apply to this call; ApiError when the token holds none of the route's."""
+        op = self.operations.get(operation_id)
+        if op is None:
+            return identity.scopes
+        held = identity.scopes & op.scopes
+        if not held:
+            raise ApiError("insufficient_scopes")
+        return held
+
+    def describe(self) -> list:
+        """[{name, description, provider, operations}] for /sandbox/scopes and the docs page."""
+        users = {}
+        for op in self.operations.values():
+            for scope in op.scopes:
+                users.setdefault(scope, []).append(op.operation_id)
+        out = []
+        for name in self.all_scopes():
+            meaning = self.meanings.get(name) or {}
+            if isinstance(meaning, str):
+                meaning = {"description": meaning}
+            out.append({"name": name, "description": meaning.get("description", ""),
+                        "provider": meaning.get("provider", ""), "operations": sorted(users.get(name, []))})
+        return out
