@@ -51,6 +51,8 @@ class Pipeline:
             fault = faults.from_request(request.headers) if self.settings.faults else None
             if fault and fault.latency_ms:
                 time.sleep(fault.latency_ms / 1000)
+            if fault and fault.kind == faults.API_RATE_LIMITED:
+                raise faults.api_rate_limited(decision)
             if fault and fault.kind:
                 status, body = self._provider_fault(op, fault.kind)
             else:
@@ -72,7 +74,7 @@ class Pipeline:
     def _match(self, op, identity):
         fixtures = self.population.current
         if identity.france_connect is not None:
-            case = fixtures.match_france_connect(op.operation_id, identity.france_connect)
+            case = fixtures.match_france_connect(op.operation_id, identity.france_connect, request.args)
         else:
             case = fixtures.match(op.operation_id, request.args)
         if case is not None:

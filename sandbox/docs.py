@@ -1,4 +1,163 @@
-"""The "try it" documentation page at /docs (filled in by the docs work)."""
-from flask import Blueprint
+"""The "try it" documentation page at /docs, and the persona catalogue at /docs/personas.
 
-bp = Blueprint("docs", __name__)
+Everything the pages load is served by the sandbox itself (Swagger UI's assets come from the
+flask-swagger-ui package), so the page works offline and behind a firewall; the CSP header
+makes that a rule the browser enforces, not just a habit of the templates.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import flask_swagger_ui
+from flask import Blueprint, Response, abort, current_app, render_template, request, send_from_directory
+
+from . import errors
+from .errors import ApiError
+from .store import StoreUnavailable
+
+SWAGGER_DIST = Path(flask_swagger_ui.__file__).parent / "dist"
+# Only what the page uses: the standalone preset and its top bar (a box to load any URL's
+# spec) stay out, so the console can only ever show this sandbox's own spec.
+SWAGGER_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-16x16.png", "favicon-32x32.png"}
+RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
+
+# 'self' only. Swagger UI sets style attributes from React, hence style-src 'unsafe-inline';
+# its CSS embeds its icons as data: SVGs, hence img-src data:. No inline script: the page's
+# init code is static/docs.js, and its configuration is an inert JSON data block.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+
+bp = Blueprint("docs", __name__, static_folder="static", static_url_path="/docs/static",
+               template_folder="templates")
+
+
+def _sandbox():
+    return current_app.extensions["sandbox"]
+
+
+@bp.before_request
+def _rate_limit():
+    _sandbox().limiter.admit_sandbox(request.remote_addr or "-")
+
+
+@bp.errorhandler(ApiError)
+def _api_error(error):
+    status, payload = errors.render(error, v3=False)
+    return Response(errors.dumps(payload), status, error.headers, content_type="application/json; charset=utf-8")
+
+
+@bp.errorhandler(StoreUnavailable)
+def _store_down(_):
+    return _api_error(ApiError("store_unavailable"))
+
+
+@bp.after_request
+def _security_headers(response):
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.get("/docs")
+@bp.get("/docs/")
+def docs_page():
+    config = {
+        "url": "/openapi.yml",
+        "dom_id": "#swagger-ui",
+        "deepLinking": True,
+        "validatorUrl": None,  # the default sends the spec to validator.swagger.io
+        "persistAuthorization": True,  # a token minted here survives the persona page's links
+        "displayRequestDuration": True,
+        "docExpansion": "none",
+        "filter": True,
+        "recipient": RECIPIENT,
+    }
+    return render_template("docs.html", config=config, groups=_scope_groups())
+
+
+@bp.get("/docs/swagger-ui/<name>")
+def swagger_asset(name):
+    if name not in SWAGGER_ASSETS:
+        abort(404)
+    return send_from_directory(SWAGGER_DIST, name, max_age=3600)
+
+
+@bp.get("/docs/personas")
+def personas_page():
+    sandbox = _sandbox()
+    fixtures = sandbox.population.current
+    operations = [_persona_operation(entry, sandbox.operations.get(entry["operation_id"]))
+                  for entry in fixtures.catalogue(sandbox.operations)]
+    return render_template("personas.html", operations=operations, base=request.url_root.rstrip("/"),
+                           france_connect_tokens=sorted(fixtures.france_connect))
+
+
+def _scope_groups() -> list:
+    """[(provider, [scope, ...])] for the token form, providers in name order."""
+    groups = {}
+    for scope in _sandbox().catalogue.describe():
+        groups.setdefault(scope["provider"] or "Autres", []).append(scope)
+    return sorted(groups.items(), key=lambda item: item[0].lower())
+
+
+def _query_value(value) -> str:
+    if isinstance(value, bool):  # YAML true -> the query's `true`, not Python's `True`
+        return "true" if value else "false"
+    return str(value)
+
+
+def _query_pairs(op, params: dict) -> list:
+    """The case's params as the query a client sends: arrays as `name[]=A&name[]=B` (the spec's
+    parameter names carry the brackets), and on v3 the recipient that matching ignores."""
+    array_names = {p.key: p.name for p in op.params if p.is_array} if op else {}
+    pairs = []
+    if op is not None and op.v3 and "recipient" not in params and any(p.name == "recipient" for p in op.params):
+        pairs.append(("recipient", RECIPIENT))
+    for name, value in params.items():
+        if isinstance(value, list):
+            pairs.extend((array_names.get(name, f"{name}[]"), _query_value(v)) for v in value)
+        else:
+            pairs.append((name, _query_value(value)))
+    return pairs
+
+
+def _curl(base: str, op, path: str, pairs: list) -> str:
+    if op is not None and op.france_connect_only:
+        auth = '-H "Authorization: Bearer $FRANCECONNECT_TOKEN"'
+    elif op is not None and op.v3:
+        auth = '-H "Authorization: Bearer $TOKEN"'
+    else:
+        auth = '-H "X-Api-Key: $TOKEN"'
+    # Values are percent-encoded, so nothing in them can end the shell's double quotes; the
+    # brackets of array names stay readable, and -g stops curl from globbing them.
+    query = "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in pairs)
+    url = base + path + (f"?{query}" if query else "")
+    globoff = "-g " if "[" in query else ""
+    return f'curl {globoff}{auth} "{url}"'
+
+
+def _persona_operation(entry: dict, op) -> dict:
+    path = entry.get("path") or (op.path if op else "")
+    base = request.url_root.rstrip("/")
+    cases = []
+    for case in entry["cases"]:
+        params = case.get("params") or {}
+        # FranceConnect-only routes pick the case from the bearer's identity: the case's params
+        # describe that identity, they are not sent.
+        sent = {} if op is not None and op.france_connect_only else params
+        pairs = _query_pairs(op, sent)
+        try_params = {}
+        for name, value in pairs:
+            if name.endswith("[]"):
+                try_params.setdefault(name, []).append(value)
+            else:
+                try_params[name] = value
+        link = "/docs?" + urlencode({"operation": entry["operation_id"],
+                                     "params": json.dumps(try_params, ensure_ascii=False, separators=(",", ":"))})
+        cases.append({**case, "curl": _curl(base, op, path, pairs), "try": link})
+    return {**entry, "path": path, "cases": cases,
+            "version": "v3+" if op is not None and op.v3 else "v2",
+            "france_connect_only": bool(op is not None and op.france_connect_only)}

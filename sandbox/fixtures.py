@@ -95,6 +95,16 @@ IDENTITY_FIELDS = {
 }
 
 
+# Parameters that only restate who the person is: a FranceConnect call carries them in its token.
+IDENTITY_PARAMS = frozenset(n for names in IDENTITY_FIELDS.values() for n in names) | {
+    "nomUsage", "nomCommuneNaissance", "codeCogInseeDepartementNaissance", "codeInseeDepartementNaissance"}
+
+
+def other_params(key: frozenset) -> frozenset:
+    """A match key without the identity parameters (e.g. the plate number of an ANTS call)."""
+    return frozenset(item for item in key if item[0] not in IDENTITY_PARAMS)
+
+
 def canonical_identity(fields: dict) -> dict:
     fields = {k.removesuffix("[]"): v for k, v in fields.items()}
     out = {}
@@ -123,6 +133,10 @@ def canonical_identity(fields: dict) -> dict:
 
 
 def identity_agrees(identity: dict, case: dict) -> bool:
+    """Every identity field both sides carry agrees. A case that names nobody (an ANTS plate
+    number) is selected by its other parameters alone."""
+    if not case:
+        return True
     shared = identity.keys() & case.keys()
     if "nom" not in shared:
         return False
@@ -216,10 +230,10 @@ class FixtureSet:
     def match(self, operation_id, args):
         return self.cases.get(operation_id, {}).get(request_key(args))
 
-    def match_france_connect(self, operation_id, identity: dict):
-        wanted = canonical_identity(identity)
+    def match_france_connect(self, operation_id, identity: dict, args):
+        wanted, others = canonical_identity(identity), other_params(request_key(args))
         for canon, case in self.identities.get(operation_id, ()):
-            if identity_agrees(wanted, canon):
+            if identity_agrees(wanted, canon) and other_params(case.key) == others:
                 return case
         return None
 

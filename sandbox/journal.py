@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 from .store import StoreUnavailable
 
@@ -11,6 +12,8 @@ def now_iso() -> str:
 
 
 def _parse_since(text):
+    # An unencoded `+01:00` in a query string arrives as ` 01:00`: put the sign back.
+    text = re.sub(r" (\d{2}:?\d{2})$", r"+\1", text.strip())
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -1,14 +1,14 @@
 """20 requests/second/token, 1,000/minute/IP, and RateLimit-* headers.
 
-Fixed windows aligned on the epoch (`limits`' fixed-window strategy), counted in the shared
-store so that every worker and every host sees one count. `limits` parses the rate strings;
-the counting is one atomic increment per window in the store, which also reports the
-revocation state in the same round trip.
+Fixed windows aligned on the epoch, as production's: the second 1700000000 is one window,
+whatever the host. Counted in the shared store (one atomic increment per window), so every
+worker and every host sees one count and the limit is exact, not "about 20 per worker".
+`limits` only parses the rate strings. The store also reports the revocation state in the
+same round trip, and the clock it counted on, so Reset and Retry-After agree with the count.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 from limits import parse
@@ -16,15 +16,25 @@ from limits import parse
 from .errors import ApiError
 from .settings import ConfigError
 
+OFF = ("off", "none", "0")
 
-def _rate(text: str):
-    if not text or text.lower() in ("off", "none", "0"):
+
+def parse_rate(text: str | None) -> tuple[int, int] | None:
+    """'20/second' -> (20, 1); 'off' -> None (no limit)."""
+    if not text or text.strip().lower() in OFF:
         return None
     try:
         item = parse(text)
     except ValueError:
-        raise ConfigError(f"not a rate limit: {text!r} (expected e.g. 20/second)") from None
-    return item.amount, item.get_expiry()
+        raise ConfigError(f"not a rate limit: {text!r} (expected e.g. 20/second, 1000/minute or off)") from None
+    if item.amount < 1:
+        raise ConfigError(f"not a rate limit: {text!r} (the amount must be at least 1; use off to disable)")
+    return item.amount, int(item.get_expiry())
+
+
+def retry_after(hit) -> int:
+    """Whole seconds until the window of `hit` ends; at least 1, as clients sleep on it."""
+    return max(1, math.ceil(hit.reset - hit.now))
 
 
 @dataclass
@@ -41,31 +51,33 @@ class Decision:
 class RateLimiter:
     def __init__(self, store, per_token: str, per_ip: str, sandbox: str):
         self.store = store
-        self.per_token = _rate(per_token)
-        self.per_ip = _rate(per_ip)
-        self.sandbox = _rate(sandbox)
+        self.per_token = parse_rate(per_token)
+        self.per_ip = parse_rate(per_ip)
+        self.sandbox = parse_rate(sandbox)
 
     def admit(self, identity, ip: str) -> Decision | None:
-        """Count one API call; ApiError when the token is revoked or a limit is exceeded."""
-        counters = []
+        """Count one API call; ApiError when the token is revoked or a limit is exceeded.
+
+        The per-token count is keyed by the token (its jti), never by the address: two
+        tokens behind one NAT each get their 20/second. The per-address ceiling is separate.
+        """
+        counters, amounts = [], []
         if self.per_token:
             counters.append((f"t:{identity.key}", self.per_token[1]))
+            amounts.append(self.per_token[0])
         if self.per_ip:
             counters.append((f"ip:{ip}", self.per_ip[1]))
-        revoked, counts = self.store.admit(identity.key if identity.kind == "jwt" else None, counters)
+            amounts.append(self.per_ip[0])
+        revoked, hits = self.store.admit(identity.key if identity.kind == "jwt" else None, counters)
         if revoked:
             raise ApiError("revoked_token")
-        now = time.time()
         decision = None
-        limits = [r for r in (self.per_token, self.per_ip) if r]
-        for (amount, period), count in zip(limits, counts):
-            reset = (int(now // period) + 1) * period
-            if count > amount:
-                retry = max(1, math.ceil(reset - now))
-                headers = Decision(amount, 0, reset).headers() | {"Retry-After": str(retry)}
+        for amount, hit in zip(amounts, hits):
+            if hit.count > amount:
+                headers = Decision(amount, 0, hit.reset).headers() | {"Retry-After": str(retry_after(hit))}
                 raise ApiError("rate_limited", headers=headers)
             if decision is None:  # the per-token window is the one clients pace themselves on
-                decision = Decision(amount, amount - count, reset)
+                decision = Decision(amount, amount - hit.count, hit.reset)
         return decision
 
     def admit_sandbox(self, ip: str):
@@ -73,7 +85,7 @@ class RateLimiter:
         if not self.sandbox:
             return
         amount, period = self.sandbox
-        _, (count,) = self.store.admit(None, [(f"sb:{ip}", period)])
-        if count > amount:
-            reset = (int(time.time() // period) + 1) * period
-            raise ApiError("rate_limited", headers={"Retry-After": str(max(1, math.ceil(reset - time.time())))})
+        _, (hit,) = self.store.admit(None, [(f"sb:{ip}", period)])
+        if hit.count > amount:
+            raise ApiError("rate_limited", headers=Decision(amount, 0, hit.reset).headers()
+                           | {"Retry-After": str(retry_after(hit))})

@@ -47,6 +47,7 @@ def _merge(a, b):
 
 
 def apply_tree(value, tree):
+    """Keep only what `tree` names."""
     if tree is KEEP:
         return value
     if isinstance(value, list):
@@ -54,6 +55,34 @@ def apply_tree(value, tree):
         return [apply_tree(v, sub) for v in value] if sub is not None else value
     if isinstance(value, dict):
         return {k: apply_tree(v, tree[k]) for k, v in value.items() if k in tree}
+    return value
+
+
+_GONE = object()
+
+
+def prune(value, drop, keep):
+    """Remove what the scopes NOT held reveal, unless a held scope reveals it too.
+
+    A field no scope claims stays: with every scope of the route the payload comes back
+    exactly as written, even where a fixture carries a field the schema does not know.
+    """
+    if drop is None or keep is KEEP:
+        return value
+    if drop is KEEP:
+        return _GONE if keep is None else apply_tree(value, keep)
+    keep = keep or {}
+    if isinstance(value, list):
+        if "[]" not in drop:
+            return value
+        return [prune(v, drop["[]"], keep.get("[]")) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            kept = prune(v, drop.get(k), keep.get(k)) if k in drop else v
+            if kept is not _GONE:
+                out[k] = kept
+        return out
     return value
 
 
@@ -71,16 +100,20 @@ class OperationScopes:
         return frozenset(self.fields)
 
     def mask(self, payload, held: frozenset):
-        tree = {}
-        for scope in sorted(held & self.scopes):
-            tree = _merge(tree, self.fields[scope])
+        keep, drop = None, None
+        for scope in sorted(self.scopes):
+            if scope in held:
+                keep = self.fields[scope] if keep is None else _merge(keep, self.fields[scope])
+            else:
+                drop = self.fields[scope] if drop is None else _merge(drop, self.fields[scope])
         if self.mask_root:
             if not isinstance(payload, dict) or not isinstance(payload.get(self.mask_root), dict):
                 return payload
-            inner = apply_tree(payload[self.mask_root], tree)
-            masked = {**payload, self.mask_root: inner}
+            inner = prune(payload[self.mask_root], drop, keep)
+            masked = {**payload, self.mask_root: {} if inner is _GONE else inner}
         else:
-            masked = apply_tree(payload, tree)
+            masked = prune(payload, drop, keep)
+            masked = {} if masked is _GONE else masked
         return SPECIAL_RULES[self.special](payload, masked, held) if self.special else masked
 
 

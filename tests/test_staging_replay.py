@@ -1,0 +1,160 @@
+"""The official staging's own cases, served unchanged by a real gunicorn sandbox.
+
+`serve --spec <upstream v2> --spec <upstream v3> --fixtures <official staging folders>` must
+answer every official case with its status and payload, identical. FranceConnect-only cases
+are called with a FranceConnect token whose identity is the case's; where the official
+folders have no such token, the test writes one into an extra fixture folder.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+import yaml
+
+from sandbox import fixtures as fixture_module
+from sandbox.scopes import ScopeCatalogue
+from sandbox.spec import load_specs
+
+from .conftest import RECIPIENT, ROOT, require_reference, token_for
+
+FC_PARAM_NAMES = {"given_name", "family_name", "birthdate", "gender", "birthplace"}
+IDENTITY_PARAMS = fixture_module.IDENTITY_PARAMS | {"prenoms[]"}
+
+
+class Oracle:
+    """openapi-core, on the project's own spec (same parameters as upstream, and a valid
+    document), says independently whether a request's parameters are acceptable."""
+
+    def __init__(self):
+        from openapi_core import OpenAPI
+        self.openapi = OpenAPI.from_file_path(str(ROOT / "spec" / "open-api.yml"))
+
+    def accepts(self, op, query) -> bool:
+        from openapi_core.testing import MockRequest
+        from werkzeug.datastructures import ImmutableMultiDict
+        request = MockRequest("http://localhost", op.method.lower(), op.path, args=ImmutableMultiDict(query),
+                              headers={"Authorization": "Bearer x", "X-Api-Key": "x"})
+        return not self.openapi.unmarshal_request(request).errors
+
+
+oracle = None
+
+
+def _identity(params: dict) -> dict:
+    canon = fixture_module.canonical_identity(params)
+    identity = {"active": True, "scope": " ".join(["openid"] + ScopeCatalogue().all_scopes()),
+                "family_name": params.get("family_name") or _first(params, "nomNaissance", "nom")}
+    if "prenoms" in canon:
+        identity["given_name_array"] = list(canon["prenoms"])
+        identity["given_name"] = " ".join(canon["prenoms"])
+    if {"annee", "mois", "jour"} <= canon.keys():
+        identity["birthdate"] = f"{int(canon['annee']):04d}-{int(canon['mois']):02d}-{int(canon['jour']):02d}"
+    if "sexe" in canon:
+        identity["gender"] = "female" if canon["sexe"] == "f" else "male"
+    if "lieu" in canon:
+        identity["birthplace"] = canon["lieu"]
+    if "pays" in canon:
+        identity["birthcountry"] = canon["pays"]
+    return identity
+
+
+def _first(params, *names):
+    return next((str(params[n]) for n in names if params.get(n) not in (None, "")), None)
+
+
+def _query(op, params):
+    query = []
+    for name, value in params.items():
+        spec_name = next((p.name for p in op.params if p.key == name.removesuffix("[]")), name)
+        for item in value if isinstance(value, list) else [value]:
+            query.append((spec_name, str(item).lower() if isinstance(item, bool) else str(item)))
+    if op.v3:
+        query.append(("recipient", RECIPIENT))
+    return query
+
+
+@pytest.fixture(scope="module")
+def staging():
+    reference = require_reference()
+    specs = [reference / "openapi" / "api-particulier-v2.yaml", reference / "openapi" / "api-particulier-v3.yaml"]
+    operations = load_specs(specs).by_operation_id()
+    loaded = fixture_module.load([reference / "staging-payloads"], operations)
+    return reference, specs, operations, loaded
+
+
+def _plan(operations, loaded, extra_fc_dir):
+    """(case, how to call it) for every servable official case."""
+    shadowed = {p.file for p in loaded.problems if "same params" in p.message}
+    plan, tokens = [], {}
+    for operation_id, cases in loaded.ordered.items():
+        op = operations[operation_id]
+        for case in cases:
+            if case.file in shadowed:
+                continue
+            needs_fc = op.france_connect_only or bool(FC_PARAM_NAMES & case.params.keys())
+            if needs_fc:
+                token = f"replay-{len(tokens)}"  # own token: official ones hold other routes' scopes
+                tokens[token] = _identity(case.params)
+                plan.append((case, op, token))
+            else:
+                plan.append((case, op, None))
+    folder = extra_fc_dir / "france_connect"
+    folder.mkdir(parents=True)
+    for token, identity in tokens.items():
+        (folder / f"{token}.yml").write_text(yaml.safe_dump(
+            {"description": "identité générée par le test de rejeu", "params": {"token": token}, "status": 200,
+             "payload": {"token_introspection": identity}}, allow_unicode=True))
+    return plan
+
+
+def test_every_official_case_is_served_identically(staging, start_server, tmp_path):
+    reference, specs, operations, loaded = staging
+    extra = tmp_path / "extra"
+    plan = _plan(operations, loaded, extra)
+    global oracle
+    oracle = Oracle()
+    args = [a for spec in specs for a in ("--spec", str(spec))]
+    server = start_server(*args, "--fixtures", str(reference / "staging-payloads"), "--fixtures", str(extra),
+                          "--rate-limit", "off", "--ip-rate-limit", "off")
+    api_token = token_for()
+    session = requests.Session()
+    mismatches, ambiguous, served = [], [], 0
+    for case, op, fc_token in plan:
+        headers = {"Authorization": f"Bearer {fc_token}"} if fc_token else (
+            {"Authorization": f"Bearer {api_token}"} if op.v3 else {"X-Api-Key": api_token})
+        params = case.params
+        if fc_token:  # the identity comes with the token; the other parameters are still sent
+            params = {k: v for k, v in case.params.items() if k not in IDENTITY_PARAMS}
+        expected = case.status
+        if not oracle.accepts(op, _query(op, params)):
+            expected = 422 if op.v3 else 400  # real validation runs first: never mocked
+        response = session.get(server.url + op.path, params=_query(op, params), headers=headers, timeout=10)
+        served += 1
+        if response.headers.get("X-Sandbox-Case") not in (None, case.id) and fc_token:
+            ambiguous.append((case.id, response.headers.get("X-Sandbox-Case")))
+            continue
+        if response.status_code != expected:
+            mismatches.append((case.id, expected, response.status_code, response.text[:90]))
+        elif expected == case.status and case.status not in (400, 422) and response.json() != case.payload:
+            # 400/422 come from real validation (never mocked), so only their status is compared
+            mismatches.append((case.id, "payload differs", response.text[:200]))
+    assert served == len(plan) > 500
+    assert not mismatches, "\n".join(map(str, mismatches))
+    # Two official FranceConnect cases with one identity: only the first can ever answer.
+    assert len(ambiguous) <= 10, "\n".join(map(str, ambiguous))
+
+
+def test_fixtures_check_lists_official_cases_that_break_the_upstream_spec(staging, tmp_path):
+    from click.testing import CliRunner
+
+    from sandbox.cli import main
+    reference, specs, _, _ = staging
+    args = ["fixtures", "check"] + [a for s in specs for a in ("--spec", str(s))]
+    result = CliRunner().invoke(main, args + ["--fixtures", str(reference / "staging-payloads")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith(str(reference))]
+    # the known impossible dates of the official MESRI data (2021-06-31...) are named, with their JSON path
+    assert any("ine.yaml: $.payload.inscriptions[0].dateFinInscription" in line for line in lines), lines
+    assert any("is not a 'date'" in line for line in lines)
