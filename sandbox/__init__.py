@@ -9,6 +9,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import errors
+from .airtable import start_sync as start_airtable_sync
 from .api import Pipeline
 from .auth import Authenticator
 from .errors import ApiError
@@ -49,7 +50,7 @@ class Sandbox:
         self.journal = Journal(self.store)
         self.pipeline = Pipeline(settings, self.authenticator, self.limiter, self.catalogue,
                                  self.population, self.journal)
-        self.spec_yaml = yaml.safe_dump(self.specs.document, sort_keys=False, allow_unicode=True).encode()
+        self.spec_yaml = yaml.dump(self.specs.document, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, allow_unicode=True).encode()
         self._pid = None
 
     def in_worker(self):
@@ -59,6 +60,7 @@ class Sandbox:
         self._pid = os.getpid()
         self.store.reset_after_fork()
         self.population.start_watching()
+        start_airtable_sync(self)  # `serve --airtable-sync SECONDS`: periodic pull, one worker at a time
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -102,5 +102,9 @@ def fixtures_check(specs, fixture_dirs):
     sys.exit(1 if loaded.problems else 0)
 
 
+from .airtable_cli import airtable
+main.add_command(airtable)
+
+
 if __name__ == "__main__":
     main()

@@ -61,8 +61,8 @@ def _security_headers(response):
     return response
 
 
-@bp.get("/docs")
 @bp.get("/docs/")
+@bp.get("/docs")  # registered first (innermost), so url_for builds this one
 def docs_page():
     config = {
         "url": "/openapi.yml",

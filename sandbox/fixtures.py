@@ -290,7 +290,11 @@ def load(dirs, operations: dict) -> FixtureSet:
             fixtures.problems.append(Problem(root, "$", "fixture folder not found"))
             continue
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = sorted(f for f in folder.iterdir() if f.suffix in CASE_SUFFIXES and f.is_file())
+            try:
+                files = sorted(f for f in folder.iterdir() if f.suffix in CASE_SUFFIXES and f.is_file())
+            except OSError as exc:  # a folder renamed or removed while we read (an editor, a sync)
+                fixtures.problems.append(Problem(folder, "$", f"cannot be read: {exc.strerror}"))
+                continue
             if folder.name == FRANCE_CONNECT:
                 _load_france_connect(files, fixtures)
             elif folder.name not in operations:

@@ -22,11 +22,13 @@ environment where the package is installed.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+ENTRY_POINT = "particulier_sandbox"  # its name in pyproject.toml [project.entry-points.pytest11]
 RECIPIENT = "13002526500013"  # a SIRET with a valid Luhn key, for v3's mandatory `recipient`
 INI_FIXTURES = "particulier_sandbox_fixtures"
 INI_URL = "particulier_sandbox_url"
@@ -39,6 +41,14 @@ def pytest_addoption(parser):
     parser.addini(INI_URL, default="",
                   help=f"particulier-sandbox: use the sandbox already running at this URL instead of "
                        f"starting one (also ${ENV_URL}).")
+
+
+def pytest_plugin_registered(plugin, plugin_name, manager):
+    """`-p sandbox.pytest_plugin` registers this module under its module name, before the
+    `particulier_sandbox` entry point loads it again, which pytest refuses ("already registered
+    under a different name"). Blocking the entry point name then makes both spellings work."""
+    if plugin is sys.modules[__name__] and plugin_name != ENTRY_POINT and not manager.is_blocked(ENTRY_POINT):
+        manager.set_blocked(ENTRY_POINT)
 
 
 def pytest_configure(config):

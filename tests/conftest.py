@@ -27,6 +27,8 @@ REFERENCE = ROOT.parent / "shared" / "reference"
 SECRET = "test-secret-" + "x" * 40
 RECIPIENT = "13002526500013"
 ARTIFACTS = ROOT / "test-artifacts"
+# A downstream project of its own (own pytest.ini), run by test_pytest_plugin.py in a subprocess.
+collect_ignore = ["example_downstream"]
 
 
 def require(program: str) -> str:
@@ -70,9 +72,12 @@ def make_app(make_settings):
     return factory
 
 
-@pytest.fixture
-def app(make_app):
-    return make_app()
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    """The bundled spec and population, built once: tests use their own tokens, so they do
+    not see each other's journal or rate-limit counts."""
+    return create_app(Settings(token_secret=SECRET, data_dir=tmp_path_factory.mktemp("shared-data"),
+                               reload_interval=0, ip_rate_limit="off"))
 
 
 @pytest.fixture
