@@ -75,14 +75,17 @@ def prune(value, drop, keep):
     if isinstance(value, list):
         if "[]" not in drop:
             return value
-        return [prune(v, drop["[]"], keep.get("[]")) for v in value]
+        items = [prune(v, drop["[]"], keep.get("[]")) for v in value]
+        items = [v for v in items if v is not _GONE]
+        # a list whose every element was emptied by the mask is not shown at all
+        return _GONE if value and not any(items) else items
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             kept = prune(v, drop.get(k), keep.get(k)) if k in drop else v
-            if kept is not _GONE:
+            if kept is not _GONE and not (k in drop and v and kept in ({}, [])):
                 out[k] = kept
-        return out
+        return out if out or not value else _GONE
     return value
 
 
@@ -137,9 +140,11 @@ def _mesri_inscriptions(original, masked, held):
 
 def _men_niveau_bourse(original, masked, held):
     """v2 MEN: the grant level shows only with both the boursier and the échelon scopes."""
-    if {"men_statut_boursier", "men_echelon_bourse"} <= held and "niveau_bourse" in original:
-        return {**masked, "niveau_bourse": original["niveau_bourse"]}
-    return masked
+    if {"men_statut_boursier", "men_echelon_bourse"} <= held:
+        if "niveau_bourse" in original:
+            return {**masked, "niveau_bourse": original["niveau_bourse"]}
+        return masked
+    return {k: v for k, v in masked.items() if k != "niveau_bourse"}
 
 
 SPECIAL_RULES = {"mesri_inscriptions": _mesri_inscriptions, "men_niveau_bourse": _men_niveau_bourse}
