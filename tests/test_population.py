@@ -1,0 +1,205 @@
+"""The bundled virtual population: every case answers through HTTP, the official staging's
+well-known keys answer with the same status, and `fixtures check` is clean."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sandbox.cli import main
+
+from .conftest import RECIPIENT, ROOT, Oracle, token_for, v2_headers, v3_headers
+
+FIXTURES = ROOT / "fixtures"
+
+
+def _query(op, params):
+    query = []
+    for name, value in params.items():
+        spec_name = next((p.name for p in op.params if p.key == name.removesuffix("[]")), name)
+        query += [(spec_name, str(v).lower() if isinstance(v, bool) else str(v))
+                  for v in (value if isinstance(value, list) else [value])]
+    if op.v3:
+        query.append(("recipient", RECIPIENT))
+    return query
+
+
+def test_fixtures_check_is_clean_on_the_bundled_set():
+    result = CliRunner().invoke(main, ["fixtures", "check"])
+    assert result.exit_code == 0, result.output
+    assert "0 problem(s)" in result.output
+
+
+def test_every_operation_has_four_answered_cases_and_its_errors(app):
+    sandbox = app.extensions["sandbox"]
+    fixtures = sandbox.population.current
+    for operation_id, op in sandbox.operations.items():
+        if op.gone:
+            continue
+        statuses = collections.Counter(c.status for c in fixtures.ordered.get(operation_id, []))
+        assert statuses[200] >= 4, (operation_id, statuses)
+        assert {404, 500, 502, 503, 504} <= set(statuses) | ({500} if "_v4_cnous" in operation_id else set()) or \
+            {404, 503} <= set(statuses), (operation_id, statuses)
+        assert operation_id in fixtures.fallback, f"{operation_id} has no 404.yaml"
+        if not op.france_connect_only and any(p.key in ("nomNaissance", "nom") for p in op.params):
+            assert 409 in statuses, (operation_id, "homonyms")
+
+
+def test_every_bundled_case_answers_through_http(make_app):
+    """Every case of every folder, called with its own params (FranceConnect routes with a token
+    of the case's identity): the case answers, with its status and its payload. A case whose
+    params the spec refuses (a folder's illustrative 404.yaml) gets the validation error:
+    validation always runs first, as in production."""
+    app = make_app(rate_limit="off", ip_rate_limit="off")
+    client = app.test_client()
+    oracle = Oracle()
+    sandbox = app.extensions["sandbox"]
+    fixtures = sandbox.population.current
+    identities = {t: who for t, who in fixtures.france_connect.items()}
+    checked, failures = 0, []
+    for operation_id, cases in fixtures.ordered.items():
+        op = sandbox.operations[operation_id]
+        for case in cases:
+            if fixtures.cases[operation_id].get(case.key) is not case:
+                continue
+            if op.france_connect_only:
+                route_scopes = sandbox.catalogue.get(operation_id).scopes
+                bearers = [t for t, who in identities.items()
+                           if fixtures.match_france_connect(operation_id, who, _Args(case)) is case]
+                # the consent that covers the most of the route's data, so the payload comes back whole
+                bearer = max(bearers, default=None,
+                             key=lambda t: len(route_scopes & set(identities[t].get("scope", "").split())))
+                if bearer is None:
+                    continue  # reachable by civil status only through a token: counted below
+                headers = v3_headers(bearer)
+                query = _query(op, {k: v for k, v in case.params.items() if k not in _identity_names()})
+            else:
+                token = token_for()  # one token per call: the 20/s limit is not what this test is about
+                headers = v3_headers(token) if op.v3 else v2_headers(token)
+                query = _query(op, case.params)
+            response = client.get(op.path, query_string=query, headers=headers)
+            checked += 1
+            expected = case.status if oracle.accepts(op, query) else (422 if op.v3 else 400)
+            if response.status_code != expected or (
+                    expected == case.status and response.headers.get("X-Sandbox-Case") != case.id):
+                failures.append((case.id, expected, response.status_code, response.get_data(as_text=True)[:120]))
+            elif expected == case.status and response.get_json() != case.payload and not _partial_consent(
+                    sandbox, operation_id, headers, identities):
+                failures.append((case.id, "payload"))
+    assert checked > 1000
+    assert not failures, "\n".join(map(str, failures[:30]))
+
+
+def _partial_consent(sandbox, operation_id, headers, identities):
+    bearer = headers.get("Authorization", "")[7:]
+    consent = set(identities.get(bearer, {}).get("scope", "").split())
+    return bearer in identities and not sandbox.catalogue.get(operation_id).scopes <= consent
+
+
+class _Args:
+    """The non-identity parameters of a case, as a request would carry them."""
+
+    def __init__(self, case):
+        self._items = {k: [str(x) for x in (v if isinstance(v, list) else [v])]
+                       for k, v in case.params.items() if k not in _identity_names()}
+
+    def keys(self):
+        return self._items.keys()
+
+    def getlist(self, name):
+        return self._items.get(name, [])
+
+
+def _identity_names():
+    from sandbox.fixtures import IDENTITY_PARAMS
+    return IDENTITY_PARAMS | {"prenoms[]"}
+
+
+def test_every_france_connect_route_answers_the_shared_persona(app, client):
+    sandbox = app.extensions["sandbox"]
+    for operation_id, op in sandbox.operations.items():
+        if not op.france_connect_only or "ants" in operation_id:
+            continue
+        response = client.get(op.path, query_string={"recipient": RECIPIENT}, headers=v3_headers("tout"))
+        assert response.status_code == 200, (operation_id, response.get_data(as_text=True)[:200])
+
+
+WELL_KNOWN = [
+    # (path, params, status) — the keys integrators already use against the official staging
+    ("/api/v2/composition-familiale", {"numeroAllocataire": "2345678", "codePostal": "75001"}, 200),
+    ("/api/v2/composition-familiale", {"numeroAllocataire": "0000354", "codePostal": "99148"}, 200),
+    *[("/api/v2/composition-familiale", {"numeroAllocataire": str(n), "codePostal": "44100"}, 200)
+      for n in range(4400100, 4400118)],
+    *[(path, {"identifiant": key}, status)
+      for path in ("/api/v2/situations-pole-emploi", "/v3/france_travail/statut/identifiant")
+      for key, status in [("default", 200), *[(f"{n}A", 200) for n in range(123456, 123463)],
+                          ("not_found", 404), ("internal_error", 500)]],
+    ("/v3/france_travail/statut/identifiant", {"identifiant": "timeout"}, 504),
+    *[(path, {"ine": ine}, status)
+      for path in ("/api/v2/etudiants", "/api/v2/etudiants-boursiers", "/v3/mesri/statut_etudiant/ine",
+                   "/v3/cnous/etudiant_boursier/ine", "/v4/cnous/etudiant_boursier/ine")
+      for ine, status in [*[(f"123456789{d}{c}", 200) for d in "01" for c in "ABCD"],
+                          ("1234567404G", 404), ("1234567500G", 500), ("1234567503G", 503)]],
+]
+
+
+@pytest.mark.parametrize("path,params,status", WELL_KNOWN, ids=lambda v: str(v)[:40])
+def test_official_well_known_keys_answer_with_the_same_status(client, path, params, status):
+    token = token_for()
+    if path.startswith("/v"):
+        response = client.get(path, query_string={**params, "recipient": RECIPIENT}, headers=v3_headers(token))
+    else:
+        response = client.get(path, query_string=params, headers=v2_headers(token))
+    assert response.status_code == status, response.get_data(as_text=True)[:200]
+
+
+def test_official_civil_status_cases_answer_with_the_same_status(client):
+    """The civil-status cases of the official C2S, RSA and QF v2 folders: same identity, same status."""
+    from .conftest import require_reference
+    reference = require_reference() / "staging-payloads"
+    token = token_for()
+    checked, failures = 0, []
+    for folder in ("api_particulier_v2_cnav_complementaire_sante_solidaire",
+                   "api_particulier_v2_cnav_revenu_solidarite_active", "api_particulier_v2_cnav_quotient_familial_v2"):
+        path = {"complementaire": "/api/v2/complementaire-sante-solidaire", "revenu": "/api/v2/revenu-solidarite-active",
+                "quotient": "/api/v2/composition-familiale-v2"}[folder.split("_")[4]]
+        for file in sorted((reference / folder).glob("*.y*ml")):
+            case = yaml.safe_load(file.read_text())
+            params = case.get("params") or {}
+            if not params or {"given_name", "family_name"} & params.keys() or case["status"] == 400:
+                continue
+            query = [(k + "[]" if isinstance(v, list) else k, str(x)) for k, v in params.items()
+                     for x in (v if isinstance(v, list) else [v])]
+            response = client.get(path, query_string=query, headers=v2_headers(token_for()))
+            checked += 1
+            if response.status_code != case["status"]:
+                failures.append((file.name, case["status"], response.status_code))
+    assert checked > 40
+    assert not failures, failures
+
+
+def test_personas_catalogue_lists_every_case(client, app):
+    body = client.get("/sandbox/personas").get_json()
+    fixtures = app.extensions["sandbox"].population.current
+    listed = {op["operation_id"]: op for op in body["operations"]}
+    assert set(listed) == set(fixtures.ordered)
+    qf = listed["api_particulier_v2_cnaf_quotient_familial"]
+    assert qf["path"] == "/api/v2/composition-familiale"
+    assert all({"file", "description", "params", "status"} <= set(c) for c in qf["cases"])
+    assert sum(len(op["cases"]) for op in body["operations"]) == sum(len(c) for c in fixtures.ordered.values())
+
+
+def test_dates_are_real_calendar_dates():
+    import datetime
+    import re
+    date = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+    bad = []
+    for path in FIXTURES.rglob("*.y*ml"):
+        for y, m, d in date.findall(path.read_text()):
+            try:
+                datetime.date(int(y), int(m), int(d))
+            except ValueError:
+                bad.append((path.name, f"{y}-{m}-{d}"))
+    assert not bad, bad
