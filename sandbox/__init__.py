@@ -33,6 +33,7 @@ class Sandbox:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.store = open_store(settings)  # first: an unreachable Redis stops the start at once
         self.specs = load_specs(settings.specs)
         self.operations = self.specs.by_operation_id()
         self.catalogue = ScopeCatalogue()
@@ -43,7 +44,6 @@ class Sandbox:
                               + "\n  ".join(map(str, fatal)))
         for problem in self.population.current.problems:
             logger.warning("fixture problem: %s", problem)
-        self.store = open_store(settings)
         self.secret = settings.resolved_secret()
         self.authenticator = Authenticator(self.secret, settings.static_tokens, self.population.france_connect)
         self.limiter = RateLimiter(self.store, settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit)

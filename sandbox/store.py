@@ -137,6 +137,9 @@ class SqliteStore:
         self._run(lambda db: db.execute("INSERT OR IGNORE INTO revoked (jti, at) VALUES (?, ?)", (jti, time.time())))
 
     def record(self, owner: str, entry: dict):
+        if self.health.down:  # the call's own admit just failed: do not wait out a second timeout
+            raise StoreUnavailable("the store is down, the journal is skipped")
+
         def work(db):
             db.execute("INSERT INTO journal (owner, entry) VALUES (?, ?)", (owner, json.dumps(entry)))
             # Trimming every insert would double the cost of a call: trim every 50 writes of this
@@ -199,13 +202,13 @@ class RedisStore:
         self.health = _Health(f"Redis at {url}")
         self._errors = (redis.RedisError, OSError)
         try:
-            # One immediate retry on a connection error only: it replaces a pooled connection
-            # that a Redis restart closed, so service resumes on the first call after Redis is
-            # back. No backoff and no retry on timeouts, so a dead Redis costs a call ~TIMEOUT.
+            # No retries: redis-py's default retries with backoff would hold a call for
+            # seconds while Redis is down, and a retried count could count one call twice.
+            # Connections that a Redis restart closed are replaced when taken from the pool
+            # (redis-py checks them), so service resumes on the first call after Redis is back.
             self._redis = redis.Redis.from_url(
                 url, socket_timeout=self.TIMEOUT, socket_connect_timeout=self.TIMEOUT,
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                health_check_interval=0)
+                retry=Retry(NoBackoff(), 0), health_check_interval=0)
         except ValueError as exc:
             raise ConfigError(f"--redis expects redis://HOST:PORT/DB, got {url!r}: {exc}") from None
         self._admit = self._redis.register_script(ADMIT_SCRIPT)  # reloaded by redis-py after a restart
@@ -248,6 +251,8 @@ class RedisStore:
         self._call(lambda r: r.sadd(self.PREFIX + "revoked", jti))
 
     def record(self, owner, entry):
+        if self.health.down:  # the call's own admit just failed: do not wait out a second timeout
+            raise StoreUnavailable("Redis is down, the journal is skipped")
         name = f"{self.PREFIX}journal:{owner}"
         self._pipeline(lambda p: (p.lpush(name, json.dumps(entry)), p.ltrim(name, 0, self.journal_size - 1)))
 

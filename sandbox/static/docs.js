@@ -73,7 +73,10 @@
         payload[name] = { name: name, schema: schema.toJS(), value: token };
       }
     });
-    ui.authActions.authorize(payload);
+    // authorizeWithPersistOption, as the Authorize dialog does: plain authorize is not saved,
+    // and the token must survive the persona page's links (persistAuthorization).
+    var actions = ui.authActions;
+    (actions.authorizeWithPersistOption || actions.authorize)(payload);
   }
 
   function mint(event) {
@@ -150,11 +153,14 @@
   }
 
   function operationBlock(target) {
-    var summaries = document.querySelectorAll(".opblock-summary-path");
+    // [data-path], not .opblock-summary-path: deprecated operations use another class
+    var summaries = document.querySelectorAll(".opblock-summary [data-path]");
     for (var i = 0; i < summaries.length; i++) {
       var block = summaries[i].closest(".opblock");
-      if (summaries[i].getAttribute("data-path") === target.path && block &&
-          block.classList.contains("opblock-" + target.method)) {
+      // the method from its label: a deprecated operation's block has no opblock-<method> class
+      var method = block && block.querySelector(".opblock-summary-method");
+      if (summaries[i].getAttribute("data-path") === target.path && method &&
+          method.textContent.trim().toLowerCase() === target.method) {
         return block;
       }
     }
@@ -190,7 +196,7 @@
       var block = operationBlock(target);
       if (!block) { return null; }
       if (block.querySelector(".try-out__btn")) { return block; }
-      var link = block.querySelector(".opblock-summary-path a");
+      var link = block.querySelector(".opblock-summary [data-path] a");
       var hash = link ? link.getAttribute("href").split("/") : [];
       if (hash.length) { ui.layoutActions.show(["operations", tag, decodeURIComponent(hash[hash.length - 1])], true); }
       return null;
@@ -198,7 +204,7 @@
       var button = block.querySelector(".try-out__btn");
       if (!button.classList.contains("cancel")) { button.click(); }
       block.scrollIntoView({ block: "start" });
-    }, 100);
+    }, 300);  // 30 s: a busy machine can take a while to lay out a large spec
   }
 
   // ---- Wiring ------------------------------------------------------------------------
