@@ -1,0 +1,183 @@
+"""The fixture engine: loading, checking, matching, hot reload, refusing a broken set."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from sandbox.cli import main
+from sandbox.settings import ConfigError
+
+from .conftest import RECIPIENT, ROOT, token_for, v2_headers, v3_headers
+
+V2_OP = "api_particulier_v2_pole_emploi_statut"
+V3_OP = "api_particulier_v3_france_travail_statut_with_identifiant"
+
+
+def _v2_payload(name="ESSAI"):
+    return {"identifiant": "x", "civilite": "M.", "nom": name, "nomUsage": None, "prenom": "Paul", "sexe": "M",
+            "dateNaissance": "1990-01-01", "codeCertificationCNAV": "VC", "telephone": "0100000000", "telephone2": None,
+            "email": None, "adresse": {"INSEECommune": "75115", "codePostal": "75015", "localite": "75015 PARIS",
+                                       "ligneVoie": "1 RUE DES TESTS", "ligneComplementDestinaire": None,
+                                       "ligneComplementAdresse": None, "ligneComplementDistribution": None,
+                                       "ligneNom": "PAUL ESSAI"},
+            "dateInscription": "2024-01-02", "dateCessationInscription": None, "codeCategorieInscription": 1,
+            "libelleCategorieInscription": "PERSONNE SANS EMPLOI DISPONIBLE DUREE INDETERMINEE PLEIN TPS"}
+
+
+def write_case(folder, name, params, status=200, payload=None, **extra):
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"description": f"cas {name}", "params": params, "status": status,
+            "payload": payload if payload is not None else _v2_payload(), **extra}
+    (folder / name).write_text(yaml.safe_dump(body, allow_unicode=True))
+
+
+@pytest.fixture
+def population(tmp_path):
+    root = tmp_path / "fixtures"
+    write_case(root / V2_OP, "200_paul.yaml", {"identifiant": "paul"})
+    write_case(root / V2_OP, "404.yaml", {"identifiant": "personne"}, 404,
+               {"error": "not_found", "reason": "absent", "message": "absent"})
+    return root
+
+
+def _check(*args):
+    return CliRunner().invoke(main, ["fixtures", "check", *args])
+
+
+def test_check_is_clean_and_matching_is_case_insensitive(make_app, population):
+    assert _check("--fixtures", str(population)).exit_code == 0
+    client = make_app(fixtures=(population,)).test_client()
+    response = client.get(f"/api/v2/situations-pole-emploi?identifiant=PAUL", headers=v2_headers(token_for()))
+    assert response.status_code == 200 and response.get_json()["nom"] == "ESSAI"
+
+
+def test_extra_or_missing_parameter_means_no_match_and_the_folders_404_answers(make_app, population):
+    client = make_app(fixtures=(population,)).test_client()
+    response = client.get("/api/v2/situations-pole-emploi?identifiant=paul&extra=1", headers=v2_headers(token_for()))
+    assert response.status_code == 404 and response.get_json()["reason"] == "absent"
+    near = response.headers["X-Sandbox-Near-Miss"]
+    assert "200_paul.yaml" in near and "extra" in near
+
+
+def test_no_404_file_falls_back_to_a_not_found_in_the_routes_format(make_app, population):
+    client = make_app(fixtures=(population,)).test_client()
+    response = client.get(f"/v3/france_travail/statut/identifiant?identifiant=x&recipient={RECIPIENT}",
+                          headers=v3_headers(token_for()))
+    assert response.status_code == 404
+    assert response.get_json()["errors"][0]["code"] == "24003"
+
+
+def test_payload_as_json_string_as_the_official_files_write_it(make_app, tmp_path):
+    import json
+    root = tmp_path / "fx"
+    write_case(root / V2_OP, "200.yaml", {"identifiant": "json"}, payload=json.dumps(_v2_payload("JSON")))
+    client = make_app(fixtures=(root,)).test_client()
+    body = client.get("/api/v2/situations-pole-emploi?identifiant=json", headers=v2_headers(token_for())).get_json()
+    assert body["nom"] == "JSON"
+
+
+def test_prenoms_arrays_match_in_order(make_app, tmp_path):
+    root = tmp_path / "fx"
+    op = "api_particulier_v2_cnav_allocation_adulte_handicape"
+    write_case(root / op, "200.yaml", {"nomNaissance": "ESSAI", "prenoms": ["Anne", "Marie"], "sexe": "F"},
+               payload={"status": "beneficiaire", "dateDebut": "2024-01-01"})
+    client = make_app(fixtures=(root,)).test_client()
+    ok = client.get("/api/v2/allocation-adulte-handicape?nomNaissance=essai&prenoms[]=ANNE&prenoms[]=marie&sexe=F",
+                    headers=v2_headers(token_for()))
+    assert ok.status_code == 200
+    swapped = client.get("/api/v2/allocation-adulte-handicape?nomNaissance=essai&prenoms[]=marie&prenoms[]=anne&sexe=F",
+                         headers=v2_headers(token_for()))
+    assert swapped.status_code == 404
+
+
+def test_bad_fixtures_are_each_named(tmp_path):
+    root = tmp_path / "broken"
+    (root / V2_OP).mkdir(parents=True)
+    (root / V2_OP / "malformed.yaml").write_text("params: [unclosed\nstatus: 200\n")
+    write_case(root / V2_OP, "schema.yaml", {"identifiant": "a"}, payload={**_v2_payload(), "codeCategorieInscription": "un"})
+    write_case(root / V2_OP, "same_1.yaml", {"identifiant": "b"})
+    write_case(root / V2_OP, "same_2.yaml", {"identifiant": "B"})
+    write_case(root / "api_particulier_v9_nothing", "200.yaml", {"identifiant": "c"})
+    (root / V2_OP / "huge.yaml").write_text("description: x\n" + "#" * (1 << 20) + "\n")
+    (root / V2_OP / "nostatus.yaml").write_text("params: {identifiant: d}\npayload: {}\n")
+    result = _check("--fixtures", str(root))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+
+    def line_for(name):
+        return next(line for line in lines if name in line)
+    assert "not valid YAML" in line_for("malformed.yaml")
+    assert "$.payload.codeCategorieInscription" in line_for("schema.yaml")
+    assert "same params as same_1.yaml" in line_for("same_2.yaml")
+    assert "no loaded spec" in line_for("api_particulier_v9_nothing")
+    assert "larger than" in line_for("huge.yaml")
+    assert "$.status" in line_for("nostatus.yaml")
+
+
+def test_server_refuses_to_start_on_a_broken_set(make_app, tmp_path):
+    root = tmp_path / "broken"
+    (root / V2_OP).mkdir(parents=True)
+    (root / V2_OP / "malformed.yaml").write_text("params: [unclosed\n")
+    with pytest.raises(ConfigError, match="malformed.yaml"):
+        make_app(fixtures=(root,))
+    result = subprocess.run([sys.executable, "-m", "sandbox", "serve", "--fixtures", str(root), "--port", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "cannot start" in result.stderr and "malformed.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_case_breaking_the_schema_is_served_but_flagged(make_app, tmp_path):
+    root = tmp_path / "fx"
+    write_case(root / V2_OP, "200.yaml", {"identifiant": "a"}, payload={**_v2_payload(), "codeCategorieInscription": "un"})
+    client = make_app(fixtures=(root,)).test_client()
+    response = client.get("/api/v2/situations-pole-emploi?identifiant=a", headers=v2_headers(token_for()))
+    assert response.status_code == 200
+    assert "codeCategorieInscription" in response.headers["X-Sandbox-Fixture-Invalid"]
+
+
+def test_hot_reload_and_broken_edit_keeps_the_last_good_set(start_server, population, tmp_path):
+    server = start_server("--fixtures", str(population), env={"SANDBOX_RELOAD_INTERVAL": "0.2"})
+    token = token_for()
+
+    def nom(identifiant="paul"):
+        response = requests.get(f"{server.url}/api/v2/situations-pole-emploi?identifiant={identifiant}",
+                                headers=v2_headers(token), timeout=5)
+        return response.status_code, response.json().get("nom")
+
+    def eventually(expected, identifiant="paul"):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            got = nom(identifiant)
+            if got == expected:
+                return got
+            time.sleep(0.2)
+        return got
+
+    assert nom() == (200, "ESSAI")
+    write_case(population / V2_OP, "200_paul.yaml", {"identifiant": "paul"}, payload=_v2_payload("MODIFIE"))
+    assert eventually((200, "MODIFIE")) == (200, "MODIFIE")
+    write_case(population / V2_OP, "200_lea.yaml", {"identifiant": "lea"}, payload=_v2_payload("NOUVELLE"))
+    assert eventually((200, "NOUVELLE"), "lea") == (200, "NOUVELLE")
+    (population / V2_OP / "200_paul.yaml").write_text("params: [broken\n")
+    time.sleep(1.5)
+    assert nom() == (200, "MODIFIE")  # the broken edit is not served: the last good set is
+    assert "malformed" in server.output() or "not valid YAML" in server.output()
+
+
+def test_official_staging_folders_load_unchanged(make_app):
+    from .conftest import require_reference
+    reference = require_reference()
+    shutil.copytree  # the folders are read in place, never rewritten
+    app = make_app(specs=(reference / "openapi" / "api-particulier-v2.yaml", reference / "openapi" / "api-particulier-v3.yaml"),
+                   fixtures=(reference / "staging-payloads",))
+    fixtures = app.extensions["sandbox"].population.current
+    assert sum(len(c) for c in fixtures.ordered.values()) > 600
+    assert "all_fc" in fixtures.france_connect
