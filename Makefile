@@ -26,5 +26,8 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 
+lint-docker: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

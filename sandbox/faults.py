@@ -50,6 +50,7 @@ def _from_fault_header(value: str) -> tuple[str | None, int]:
     accepted = f"X-Sandbox-Fault accepte {', '.join(sorted(KINDS))} et/ou latency=MS (0 à {MAX_LATENCY_MS})"
     for part in filter(None, (p.strip() for p in value.split(","))):
         name, sep, number = (s.strip() for s in part.partition("="))
+        name = name.lower()
         if name == "latency" and sep:
             if not number.isdigit() or int(number) > MAX_LATENCY_MS:
                 _refuse("X-Sandbox-Fault", f"latency={number} : {accepted}")

@@ -120,11 +120,16 @@ class _InProcessServer:
     """The sandbox app under werkzeug's threaded server, in a daemon thread of this process."""
 
     def __init__(self, settings):
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
         from . import create_app
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs):
+                pass  # one log line per call would bury a failing test's own output; the journal has them
+
         self.app = create_app(settings)
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=QuietHandler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="particulier-sandbox", daemon=True)
         self.thread.start()
@@ -181,8 +186,8 @@ def _configuration(request) -> tuple[tuple, bool, dict]:
     param = getattr(request, "param", None)
     if param is not None:
         if not isinstance(param, dict):
-            raise pytest.UsageError("particulier_sandbox: an indirect parameter must be a dict, "
-                                    "e.g. {'fixtures': ['tests/personas']}")
+            pytest.fail("particulier_sandbox: an indirect parameter must be a dict, "
+                        "e.g. {'fixtures': ['tests/personas']}", pytrace=False)
         sources.append(param)
     for source in sources:
         source = dict(source)
@@ -192,7 +197,7 @@ def _configuration(request) -> tuple[tuple, bool, dict]:
         overrides.update(source)
     missing = [str(f) for f in fixtures if not f.is_dir()]
     if missing:
-        raise pytest.UsageError(f"particulier_sandbox: fixture folder(s) not found: {', '.join(missing)}")
+        pytest.fail(f"particulier_sandbox: fixture folder(s) not found: {', '.join(missing)}", pytrace=False)
     return tuple(f.resolve() for f in fixtures), bool(bundled), overrides
 
 

@@ -10,9 +10,11 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_SPEC = ROOT / "spec" / "open-api.yml"
-BUNDLED_FIXTURES = ROOT / "fixtures"
+# sandbox/bundled/ links to the repository's spec/ and fixtures/, so that a wheel (a plain
+# `pip install`, the pytest plugin in another project) carries them as package data.
+BUNDLED = Path(__file__).resolve().parent / "bundled"
+BUNDLED_SPEC = BUNDLED / "spec" / "open-api.yml"
+BUNDLED_FIXTURES = BUNDLED / "fixtures"
 
 
 class ConfigError(Exception):
