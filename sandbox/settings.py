@@ -70,44 +70,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env=os.environ, **overrides) -> "Settings":
-        values = {}
-        if env.get("SANDBOX_HOST"):
-            values["host"] = env["SANDBOX_HOST"]
-        if env.get("SANDBOX_PORT"):
-            values["port"] = int(env["SANDBOX_PORT"])
-        if env.get("SANDBOX_SPEC"):
-            values["specs"] = _paths(env["SANDBOX_SPEC"])
-        if env.get("SANDBOX_FIXTURES"):
-            values["fixtures"] = _paths(env["SANDBOX_FIXTURES"])
-        if env.get("SANDBOX_WORKERS"):
-            values["workers"] = int(env["SANDBOX_WORKERS"])
-        if env.get("SANDBOX_THREADS"):
-            values["threads"] = int(env["SANDBOX_THREADS"])
-        if env.get("SANDBOX_REDIS_URL"):
-            values["redis_url"] = env["SANDBOX_REDIS_URL"]
-        if env.get("SANDBOX_TOKEN_SECRET"):
-            values["token_secret"] = env["SANDBOX_TOKEN_SECRET"]
-        if env.get("SANDBOX_DATA_DIR"):
-            values["data_dir"] = Path(env["SANDBOX_DATA_DIR"])
-        if env.get("SANDBOX_RATE_LIMIT"):
-            values["rate_limit"] = env["SANDBOX_RATE_LIMIT"]
-        if env.get("SANDBOX_IP_RATE_LIMIT"):
-            values["ip_rate_limit"] = env["SANDBOX_IP_RATE_LIMIT"]
-        if env.get("SANDBOX_SANDBOX_RATE_LIMIT"):
-            values["sandbox_rate_limit"] = env["SANDBOX_SANDBOX_RATE_LIMIT"]
-        values["faults"] = _flag(env.get("SANDBOX_FAULTS"), True)
-        if env.get("SANDBOX_TOKENS"):
-            values["static_tokens"] = parse_static_tokens(env["SANDBOX_TOKENS"].split(";"))
-        if env.get("SANDBOX_CORS_ORIGINS"):
-            values["cors_origins"] = env["SANDBOX_CORS_ORIGINS"]
-        if env.get("SANDBOX_JOURNAL_SIZE"):
-            values["journal_size"] = int(env["SANDBOX_JOURNAL_SIZE"])
-        if env.get("SANDBOX_RELOAD_INTERVAL"):
-            values["reload_interval"] = float(env["SANDBOX_RELOAD_INTERVAL"])
-        if env.get("SANDBOX_AIRTABLE_SYNC"):
-            values["airtable_sync"] = float(env["SANDBOX_AIRTABLE_SYNC"])
-        if env.get("AIRTABLE_BASE_ID"):
-            values["airtable_base"] = env["AIRTABLE_BASE_ID"]
+        values = {name: parse(env[var]) for var, (name, parse, _) in ENVIRONMENT.items() if env.get(var)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -115,32 +78,9 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_env(self) -> dict[str, str]:
-        """The environment that rebuilds these settings in another process (gunicorn workers)."""
-        env = {
-            "SANDBOX_HOST": self.host,
-            "SANDBOX_PORT": str(self.port),
-            "SANDBOX_SPEC": os.pathsep.join(str(p) for p in self.specs),
-            "SANDBOX_FIXTURES": os.pathsep.join(str(p) for p in self.fixtures),
-            "SANDBOX_WORKERS": str(self.workers),
-            "SANDBOX_THREADS": str(self.threads),
-            "SANDBOX_DATA_DIR": str(self.data_dir),
-            "SANDBOX_RATE_LIMIT": self.rate_limit,
-            "SANDBOX_IP_RATE_LIMIT": self.ip_rate_limit,
-            "SANDBOX_SANDBOX_RATE_LIMIT": self.sandbox_rate_limit,
-            "SANDBOX_FAULTS": "on" if self.faults else "off",
-            "SANDBOX_CORS_ORIGINS": self.cors_origins,
-            "SANDBOX_JOURNAL_SIZE": str(self.journal_size),
-            "SANDBOX_RELOAD_INTERVAL": str(self.reload_interval),
-        }
-        if self.redis_url:
-            env["SANDBOX_REDIS_URL"] = self.redis_url
-        if self.token_secret:
-            env["SANDBOX_TOKEN_SECRET"] = self.token_secret
-        if self.static_tokens:
-            env["SANDBOX_TOKENS"] = ";".join(f"{v}={','.join(s)}" for v, s in self.static_tokens.items())
-        if self.airtable_sync:
-            env["SANDBOX_AIRTABLE_SYNC"] = str(self.airtable_sync)
-        return env
+        """The environment that rebuilds these settings in another process."""
+        return {var: show(getattr(self, name)) for var, (name, _, show) in ENVIRONMENT.items()
+                if getattr(self, name) not in (None, "", {})}
 
     def resolved_secret(self) -> str:
         """The signing secret: given, or generated once and kept in the data folder so that a
@@ -165,3 +105,32 @@ class Settings:
         finally:
             tmp.unlink(missing_ok=True)
         return path.read_text().strip()
+
+
+def _join(paths) -> str:
+    return os.pathsep.join(str(p) for p in paths)
+
+
+# environment variable -> (Settings field, parse the variable, write the field back)
+ENVIRONMENT = {
+    "SANDBOX_HOST": ("host", str, str),
+    "SANDBOX_PORT": ("port", int, str),
+    "SANDBOX_SPEC": ("specs", _paths, _join),
+    "SANDBOX_FIXTURES": ("fixtures", _paths, _join),
+    "SANDBOX_WORKERS": ("workers", int, str),
+    "SANDBOX_THREADS": ("threads", int, str),
+    "SANDBOX_REDIS_URL": ("redis_url", str, str),
+    "SANDBOX_TOKEN_SECRET": ("token_secret", str, str),
+    "SANDBOX_DATA_DIR": ("data_dir", Path, str),
+    "SANDBOX_RATE_LIMIT": ("rate_limit", str, str),
+    "SANDBOX_IP_RATE_LIMIT": ("ip_rate_limit", str, str),
+    "SANDBOX_SANDBOX_RATE_LIMIT": ("sandbox_rate_limit", str, str),
+    "SANDBOX_FAULTS": ("faults", lambda v: _flag(v, True), lambda on: "on" if on else "off"),
+    "SANDBOX_TOKENS": ("static_tokens", lambda v: parse_static_tokens(v.split(";")),
+                       lambda tokens: ";".join(f"{v}={','.join(s)}" for v, s in tokens.items())),
+    "SANDBOX_CORS_ORIGINS": ("cors_origins", str, str),
+    "SANDBOX_JOURNAL_SIZE": ("journal_size", int, str),
+    "SANDBOX_RELOAD_INTERVAL": ("reload_interval", float, str),
+    "SANDBOX_AIRTABLE_SYNC": ("airtable_sync", float, str),
+    "AIRTABLE_BASE_ID": ("airtable_base", str, str),
+}
