@@ -41,9 +41,9 @@ def _warn_skipped(sync, target, operations):
 
 
 def _fail(exc):
-    from .airtable import scrub
+    from .airtable import SetupError, scrub
     click.echo(f"airtable: {scrub(str(exc))}", err=True)
-    sys.exit(1)
+    sys.exit(2 if isinstance(exc, SetupError) else 1)
 
 
 def _common(command):
@@ -100,6 +100,9 @@ def pull(base, fixture_dir, specs, dry_run):
         result = sync.pull(base, target, operations, dry_run=dry_run, progress=_progress)
     except sync.SyncError as exc:
         _fail(exc)
+    if result.skipped:
+        click.echo(f"airtable: skipped {len(result.skipped)} record(s) without a case: "
+                   f"{', '.join(result.skipped)}", err=True)
     if dry_run and result.diff:
         click.echo(result.diff, nl=False)
     verb = "would change" if dry_run else "changed"

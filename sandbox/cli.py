@@ -27,12 +27,16 @@ def main():
 @click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Fixture folder (repeatable) [bundled fixtures/; SANDBOX_FIXTURES].")
 @click.option("--workers", type=int, help="gunicorn worker processes [2; SANDBOX_WORKERS].")
-@click.option("--redis", "redis_url", help="Share counters, revocations and journal in Redis [SANDBOX_REDIS_URL].")
+@click.option("--redis", "redis_url", metavar="URL",
+              help="Keep counters, revocations and journal in Redis (redis://HOST:PORT/DB), shared by "
+                   "every instance that names it [embedded SQLite in the data folder; SANDBOX_REDIS_URL].")
 @click.option("--token-secret", help="HS256 secret of the tokens [generated, kept in the data folder; SANDBOX_TOKEN_SECRET].")
 @click.option("--token", "tokens", multiple=True, metavar="VALUE=scope,scope",
               help="Declare a fixed opaque token (repeatable) [SANDBOX_TOKENS, ';'-separated].")
-@click.option("--rate-limit", help="Per-token limit [20/second; SANDBOX_RATE_LIMIT].")
-@click.option("--ip-rate-limit", help="Per-address limit on API routes [1000/minute; SANDBOX_IP_RATE_LIMIT].")
+@click.option("--rate-limit", metavar="RATE", help="Per-token limit, e.g. 5/second, 100/minute or off "
+              "[20/second; SANDBOX_RATE_LIMIT].")
+@click.option("--ip-rate-limit", metavar="RATE", help="Per-client-address limit on API routes, or off "
+              "[1000/minute; SANDBOX_IP_RATE_LIMIT].")
 @click.option("--faults", type=click.Choice(["on", "off"]), help="Header-driven fault injection [on; SANDBOX_FAULTS].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the secret and the embedded store live [SANDBOX_DATA_DIR].")
 @click.option("--airtable-sync", type=float, metavar="SECONDS", help="Pull fixtures from Airtable every SECONDS.")
@@ -46,6 +50,9 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)
+        from .ratelimit import parse_rate
+        for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
+            parse_rate(rate)  # a typo in a rate stops the start at once, before the fixtures load
         os.environ.update(settings.to_env())
         from . import create_app
         app = create_app(settings)
