@@ -90,7 +90,8 @@ def fixtures():
 @fixtures.command("check")
 @click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path))
 @click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path))
-def fixtures_check(specs, fixture_dirs):
+@click.option("--summary", is_flag=True, help="Also print, per operation, its cases and their statuses.")
+def fixtures_check(specs, fixture_dirs, summary):
     """Check every fixture against the spec: one line per problem, exit 1 when any."""
     from . import fixtures as fixture_module
     from .spec import load_specs
@@ -103,6 +104,12 @@ def fixtures_check(specs, fixture_dirs):
     loaded = fixture_module.load(settings.fixtures, operations)
     for problem in loaded.problems:
         click.echo(str(problem))
+    if summary:
+        for operation_id, cases in sorted(loaded.ordered.items()):
+            statuses = sorted({c.status for c in cases})
+            answered = sum(c.status == 200 for c in cases)
+            click.echo(f"{operation_id}: {len(cases)} cases, {answered} answered (200), "
+                       f"statuses {' '.join(map(str, statuses))}", err=True)
     count = sum(len(cases) for cases in loaded.ordered.values())
     click.echo(f"{count} cases in {len(loaded.ordered)} operations, {len(loaded.france_connect)} FranceConnect "
                f"tokens, {len(loaded.problems)} problem(s)", err=True)
