@@ -110,12 +110,12 @@ def _install_handlers(app, sandbox):
 
     @app.errorhandler(HTTPException)
     def _http_error(error):
-        if not request.path.startswith(("/api/", "/v")):
+        if not request.path.startswith(("/api/", "/v", "/sandbox/")):
             return error
         kind = {404: "route_not_found", 405: "method_not_allowed"}.get(error.code)
         if kind is None:
             return error
-        status, payload = errors.render(ApiError(kind), v3=not request.path.startswith("/api/"))
+        status, payload = errors.render(ApiError(kind), v3=not request.path.startswith(("/api/", "/sandbox/")))
         headers = {}
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers["Allow"] = ", ".join(sorted(error.valid_methods))
@@ -126,7 +126,7 @@ def _install_handlers(app, sandbox):
         if isinstance(error, HTTPException):
             return error
         logger.exception("unexpected error on %s %s", request.method, request.path)
-        status, payload = errors.render(ApiError("internal"), v3=not request.path.startswith("/api/"))
+        status, payload = errors.render(ApiError("internal"), v3=not request.path.startswith(("/api/", "/sandbox/")))
         return Response(errors.dumps(payload), status, content_type="application/json; charset=utf-8")
 
     return extra_headers

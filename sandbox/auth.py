@@ -2,7 +2,7 @@
 
 Tokens are JWTs signed HS256 with the sandbox secret and carry production's claims
 (uid, jti, scopes, sub, iat, exp, version), so the same token works on v2 and v3.
-A decoded token is cached by its exact string: PyJWT costs ~26 µs a decode and CI farms
+A verified token's Identity is cached by its exact string: PyJWT costs ~26 µs a decode and CI farms
 call with the same few tokens; expiry is still checked on every request.
 """
 from __future__ import annotations
@@ -62,20 +62,25 @@ class Authenticator:
         self._secret = secret
         self._static = {digest(value): (value, frozenset(scopes)) for value, scopes in static_tokens.items()}
         self._france_connect = france_connect  # token -> identity payload or None
-        self._cache: dict[str, dict] = {}
+        self._cache: dict[str, Identity] = {}
 
     def verify(self, token: str) -> Identity:
         """A sandbox token (JWT or declared opaque token) -> Identity, or ApiError."""
-        static = self._static.get(digest(token))
-        if static and hmac.compare_digest(static[0], token):
-            return Identity(key="static-" + digest(token)[:16], scopes=static[1], kind="static")
-        claims = self._cache.get(token)
-        if claims is None:
+        if self._static:
+            static = self._static.get(digest(token))
+            if static and hmac.compare_digest(static[0], token):
+                return Identity(key="static-" + digest(token)[:16], scopes=static[1], kind="static")
+        identity = self._cache.get(token)
+        if identity is None:
             claims = self._decode(token)
-        if claims["exp"] <= time.time():
+            identity = Identity(key=claims["jti"], scopes=frozenset(claims["scopes"]), kind="jwt",
+                                expires_at=claims["exp"])
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[token] = identity
+        if identity.expires_at <= time.time():
             raise ApiError("expired_token")
-        return Identity(key=claims["jti"], scopes=frozenset(claims["scopes"]), kind="jwt",
-                        expires_at=claims["exp"])
+        return identity
 
     def _decode(self, token: str) -> dict:
         try:
@@ -85,9 +90,6 @@ class Authenticator:
             raise ApiError("invalid_token") from None
         if not isinstance(claims.get("scopes"), list) or not isinstance(claims.get("jti"), str):
             raise ApiError("invalid_token")
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[token] = claims
         return claims
 
     def france_connect(self, token: str) -> Identity | None:

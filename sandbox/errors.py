@@ -38,6 +38,10 @@ API_ERRORS = {
                            "Cette méthode n'est pas acceptée sur cette route."),
     "gone": (410, "gone", 410, "00410", "Route retirée",
              "Cette route a été retirée de l'API et ne répond plus."),
+    "token_not_found": (404, "not_found", 404, "00404", "Jeton inconnu",
+                        "Aucun jeton du bac à sable n'a cet identifiant (le jti d'un jeton est un UUID)."),
+    "payload_too_large": (413, "bad_request", 413, "00413", "Requête trop volumineuse",
+                          "Le corps de la requête dépasse 64 Kio."),
     "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",
                           "Le stockage partagé du bac à sable (Redis) est injoignable ; réessayez dans un instant."),
     "internal": (500, "error", 500, "00500", "Erreur interne",
@@ -128,3 +132,24 @@ def provider_fault(fault: str, v3: bool, provider: str, prefix: str) -> tuple[in
 
 def dumps(body) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# --- answers gunicorn gives itself --------------------------------------------------------------
+# A request gunicorn cannot parse (request line over 8 KiB, too many or too long headers, bad
+# syntax) is answered by gunicorn before any route runs, as an HTML page. In the workers, that
+# page is replaced by the API's error body (v2 format: the route is not known yet) with nosniff,
+# like every other answer of the sandbox.
+def write_server_error(sock, status_int, reason, mesg):
+    from gunicorn import util
+    slug = "bad_request" if status_int < 500 else "error"
+    body = dumps(v2_body(slug, f"{reason} : {mesg}" if mesg else reason))
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            "Content-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def install_server_error_pages():
+    """Called in each gunicorn worker (gunicorn_conf.post_fork)."""
+    from gunicorn import util
+    util.write_error = write_server_error

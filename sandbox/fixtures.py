@@ -77,7 +77,7 @@ def request_key(args) -> frozenset:
         key = name.removesuffix("[]")
         if key in IGNORED_PARAMS:
             continue
-        merged[key] = merged.get(key, ()) + tuple(v.lower() for v in args.getlist(name))
+        merged[key] = merged.get(key, ()) + tuple([v.lower() for v in args.getlist(name)])
     return frozenset(merged.items())
 
 
@@ -227,8 +227,9 @@ class FixtureSet:
     def fatal(self) -> list:
         return [p for p in self.problems if p.fatal]
 
-    def match(self, operation_id, args):
-        return self.cases.get(operation_id, {}).get(request_key(args))
+    def match(self, operation_id, args, key: frozenset | None = None):
+        """The case whose params equal the request's (`key`: request_key(args), when known)."""
+        return self.cases.get(operation_id, {}).get(request_key(args) if key is None else key)
 
     def match_france_connect(self, operation_id, identity: dict, args):
         wanted, others = canonical_identity(identity), other_params(request_key(args))
@@ -237,9 +238,9 @@ class FixtureSet:
                 return case
         return None
 
-    def near_miss(self, operation_id, args) -> dict | None:
+    def near_miss(self, operation_id, args, key: frozenset | None = None) -> dict | None:
         """The case that came closest, and how the request differs from it (WireMock-style)."""
-        asked = dict(request_key(args))
+        asked = dict(request_key(args) if key is None else key)
         best, best_score = None, -1
         for case in self.ordered.get(operation_id, ()):
             wanted = dict(case.key)

@@ -19,3 +19,11 @@ accesslog = os.environ.get("SANDBOX_ACCESS_LOG") or None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("SANDBOX_LOG_LEVEL", "info")
+# A query string up to gunicorn's maximum (8190 bytes) reaches the routes, which answer it in
+# their own format; a longer one, or headers gunicorn refuses, get errors.write_server_error.
+limit_request_line = 8190
+
+
+def post_fork(server, worker):
+    from sandbox.errors import install_server_error_pages
+    install_server_error_pages()

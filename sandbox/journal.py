@@ -25,7 +25,9 @@ class Journal:
     def __init__(self, store):
         self.store = store
 
-    def record(self, identity, request, status, case=None, near_miss=None, fault=None):
+    @staticmethod
+    def entry(request, status, case=None, near_miss=None, fault=None) -> dict:
+        """What the journal keeps of one call (the API pipeline writes it with the call's counts)."""
         query = {k: v if len(v) > 1 else v[0] for k, v in request.args.lists() if k != "token"}
         entry = {"method": request.method, "path": request.path, "query": query, "status": status,
                  "at": now_iso(), "case": case.id if case else None}
@@ -33,6 +35,10 @@ class Journal:
             entry["near_miss"] = near_miss
         if fault:
             entry["fault"] = fault
+        return entry
+
+    def record(self, identity, request, status, case=None, near_miss=None, fault=None):
+        entry = self.entry(request, status, case, near_miss, fault)
         try:
             self.store.record(identity.key, entry)
         except StoreUnavailable:

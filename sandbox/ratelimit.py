@@ -61,6 +61,12 @@ class RateLimiter:
         The per-token count is keyed by the token (its jti), never by the address: two
         tokens behind one NAT each get their 20/second. The per-address ceiling is separate.
         """
+        counters, amounts = self.counters(identity, ip)
+        revoked, hits = self.store.admit(self.revocable(identity), counters)
+        return self.judge(revoked, hits, amounts)
+
+    def counters(self, identity, ip: str) -> tuple[list, list]:
+        """([(counter key, period)], [amount]) that one API call of `identity` from `ip` counts in."""
         counters, amounts = [], []
         if self.per_token:
             counters.append((f"t:{identity.key}", self.per_token[1]))
@@ -68,7 +74,15 @@ class RateLimiter:
         if self.per_ip:
             counters.append((f"ip:{ip}", self.per_ip[1]))
             amounts.append(self.per_ip[0])
-        revoked, hits = self.store.admit(identity.key if identity.kind == "jwt" else None, counters)
+        return counters, amounts
+
+    @staticmethod
+    def revocable(identity) -> str | None:
+        return identity.key if identity.kind == "jwt" else None
+
+    @staticmethod
+    def judge(revoked: bool, hits, amounts) -> Decision | None:
+        """The store's answer -> the call's RateLimit state; ApiError when revoked or over a limit."""
         if revoked:
             raise ApiError("revoked_token")
         decision = None

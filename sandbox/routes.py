@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -11,6 +13,7 @@ from .errors import ApiError
 from .store import StoreUnavailable
 
 MAX_TTL = 10 * 365 * 86400
+MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; more is a mistake or an attack
 bp = Blueprint("sandbox", __name__)
 
 
@@ -54,7 +57,15 @@ def _sandbox_rate_limit():
 
 @bp.get("/api/ping")
 def ping():
-    return jsonify(status="ok")
+    return jsonify("pong")  # production's body: the JSON string "pong"
+
+
+@bp.get("/api/<provider>/ping")
+def provider_ping(provider):
+    """Production's per-provider pings (`/api/caf/ping`...), served when a loaded spec declares them."""
+    if f"/api/{provider}/ping" not in _sandbox().specs.document.get("paths", {}):
+        raise ApiError("route_not_found")
+    return jsonify("pong")
 
 
 @bp.get("/api/introspect")
@@ -66,7 +77,14 @@ def introspect():
 @bp.post("/sandbox/tokens")
 def mint_token():
     sandbox = _sandbox()
-    body = request.get_json(silent=True) if request.data else {}
+    raw = request.stream.read(MAX_BODY + 1)  # bounded, whatever Content-Length says (or chunked)
+    if len(raw) > MAX_BODY:
+        raise ApiError("payload_too_large")
+    try:
+        body = json.loads(raw) if request.is_json else None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        body = None
+    body = {} if not raw else body
     if not isinstance(body, dict):
         raise ApiError("invalid_parameter", parameter="body", detail="Le corps doit être un objet JSON "
                        '{"scopes": [...], "ttl": secondes}')
@@ -78,8 +96,9 @@ def mint_token():
         raise ApiError("invalid_parameter", parameter="scopes", detail="scopes doit être une liste de noms de scopes")
     unknown = sorted(set(scopes) - known)
     if unknown:
+        named = ", ".join(name[:80] for name in unknown[:5]) + (f" (+{len(unknown) - 5})" if len(unknown) > 5 else "")
         raise ApiError("invalid_parameter", parameter="scopes",
-                       detail=f"Scopes inconnus : {', '.join(unknown)} (liste : GET /sandbox/scopes)")
+                       detail=f"Scopes inconnus : {named} (liste : GET /sandbox/scopes)")
     ttl = body.get("ttl", sandbox.settings.default_token_ttl)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
         raise ApiError("invalid_parameter", parameter="ttl", detail=f"ttl doit être un entier de 1 à {MAX_TTL} secondes")
@@ -91,6 +110,10 @@ def mint_token():
 
 @bp.delete("/sandbox/tokens/<jti>")
 def revoke_token(jti):
+    try:
+        jti = str(uuid.UUID(jti))  # every sandbox token's jti is a UUID; anything else names no token
+    except ValueError:
+        raise ApiError("token_not_found") from None
     _sandbox().store.revoke(jti)
     return Response(status=204)
 
@@ -98,8 +121,11 @@ def revoke_token(jti):
 @bp.get("/sandbox/requests")
 def list_requests():
     identity = _caller()
+    since = request.args.get("since")
+    if since is not None and not since.strip():  # `?since=$UNSET`: say so rather than list everything
+        raise ApiError("invalid_parameter", parameter="since", detail="since must be an ISO 8601 date-time")
     try:
-        entries = _sandbox().journal.entries(identity, request.args.get("path"), request.args.get("since"))
+        entries = _sandbox().journal.entries(identity, request.args.get("path"), since)
     except ValueError as exc:
         raise ApiError("invalid_parameter", parameter="since", detail=str(exc)) from None
     return jsonify(requests=entries)

@@ -1,0 +1,226 @@
+"""`make bench`: the sandbox in its production configuration against a bare Flask app and Prism.
+
+One run starts, on loopback ports:
+  1. bare Flask: bench/bare_app.py (a constant JSON body) under gunicorn with the sandbox's own
+     configuration file (sandbox/gunicorn_conf.py: gthread, 2 workers x 8 threads, preload);
+  2. the sandbox: `particulier-sandbox serve`, the Docker image's command and environment, with
+     every check on (token, validation, scopes, rate limit, journal); only --ip-rate-limit is
+     raised, so that the per-address ceiling (1,000/minute) is not what is measured;
+  3. Prism (`npx --yes @stoplight/prism-cli@5 mock`) on the same spec, when npx can fetch it;
+and drives each with the same wrk request mix (v2 and v3 routes, hits and misses, a different
+token on each request out of --tokens), then prints requests/s, latency percentiles, CPU
+time per request of the server's processes, and the ratios sandbox/bare and sandbox/Prism.
+It also measures the sandbox's start-up time with the bundled fixtures plus the official
+staging folders, and the resident memory of its workers before and after --memory-requests.
+
+Nothing here is asserted: the numbers are printed (bench/README.md says what they mean).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import (BENCH_IP_RATE, CONSOLE, FIXTURES, MIX, SPEC, STAGING, Server, cpu_seconds,  # noqa: E402
+                    free_port, mint_tokens, rss_kib, run_wrk, start_bare, start_sandbox, write_lua)
+
+PRISM = ["npx", "--yes", "@stoplight/prism-cli@5", "mock"]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", default="15s", help="wrk -d of each measured run [15s]")
+    parser.add_argument("--warmup", default="8s", help="wrk -d of the warm-up run before each measure [8s]")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t [2]")
+    parser.add_argument("--connections", type=int, default=32, help="wrk -c [32]")
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens the mix rotates through [2000]")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure bare / sandbox / Prism this many times, interleaved; medians are shown [1]")
+    parser.add_argument("--memory-requests", type=int, default=200_000,
+                        help="requests served before the sandbox's memory is read again [200000]")
+    parser.add_argument("--no-prism", action="store_true", help="skip Prism")
+    parser.add_argument("--skip-startup", action="store_true", help="skip the start-up time measure")
+    parser.add_argument("--prism-timeout", type=float, default=300, help="seconds Prism (npx) may take to start [300]")
+    return parser.parse_args()
+
+
+def seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+# --- start-up ---------------------------------------------------------------------------------
+def measure_startup(tmp: Path, repeats=3) -> list[tuple[str, list[float]]]:
+    """Seconds from process start to the first 200 on /api/ping, the production command."""
+    setups = [("bundled spec + fixtures", [])]
+    if STAGING.is_dir():
+        setups.append(("bundled + official staging folders",
+                       ["--spec", str(SPEC), "--fixtures", str(FIXTURES), "--fixtures", str(STAGING)]))
+    else:
+        print(f"  (no {STAGING}: the staging folders are not measured)")
+    results = []
+    for label, args in setups:
+        times = []
+        for i in range(repeats):
+            port = free_port()
+            server = start_sandbox(port, tmp / f"startup-{label[:7]}-{i}", tmp / f"startup-{i}.log", args)
+            try:
+                times.append(server.wait_ready(timeout=120))
+            finally:
+                server.stop()
+        results.append((label, times))
+    return results
+
+
+# --- the targets -------------------------------------------------------------------------------
+def start_prism(tmp: Path, timeout: float) -> Server | None:
+    if not shutil.which("npx"):
+        print("  Prism skipped: npx is not installed (Node.js)")
+        return None
+    port = free_port()
+    server = Server("Prism", [*PRISM, "-p", str(port), str(SPEC)], None, port, tmp / "prism.log")
+    try:
+        server.wait_ready(path="/api/ping", timeout=timeout, any_status=True)
+    except RuntimeError as exc:
+        print(f"  Prism skipped: it did not start ({str(exc).splitlines()[0]}); last lines of its log:")
+        print("    " + server.tail(5).replace("\n", "\n    "))
+        server.stop()
+        return None
+    return server
+
+
+def measure(server: Server, script: Path, args) -> dict:
+    run_wrk(server.url, script, args.threads, args.connections, args.warmup)
+    pids = server.tree()
+    before = cpu_seconds(pids)
+    result = run_wrk(server.url, script, args.threads, args.connections, args.duration)
+    result["cpu_us_per_request"] = (cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6
+    return result
+
+
+def expected_statuses(requests: int) -> dict:
+    share = {}
+    for _, _, status in MIX:
+        share[status] = share.get(status, 0) + 1
+    return {status: count / len(MIX) for status, count in share.items()}
+
+
+def check_sandbox(result: dict) -> list[str]:
+    """The sandbox must answer the mix as designed: 200 on hits, 404 on misses, nothing else."""
+    problems = []
+    statuses = {int(k): v for k, v in result["statuses"].items()}
+    others = {k: v for k, v in statuses.items() if k not in (200, 404)}
+    if others:
+        problems.append(f"unexpected statuses {others} (429: a token over 20/s, 503: store down)")
+    total = sum(statuses.values()) or 1
+    for status, share in expected_statuses(total).items():
+        if abs(statuses.get(status, 0) / total - share) > 0.02:
+            problems.append(f"{status}: {statuses.get(status, 0) / total:.1%} of answers, {share:.1%} expected")
+    errors = {k: v for k, v in result["errors"].items() if k != "status" and v}
+    if errors:
+        problems.append(f"socket errors {errors}")
+    return problems
+
+
+def workers_rss(server: Server) -> list[int]:
+    return [rss_kib(pid) or 0 for pid in server.workers()]
+
+
+def main():
+    args = parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install -y wrk (.ci/run installs it)")
+    tmp = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
+    print(f"particulier-sandbox bench: wrk -t{args.threads} -c{args.connections} -d{args.duration} "
+          f"(warm-up {args.warmup}), {args.tokens} tokens, {args.rounds} round(s); logs in {tmp}")
+    print(f"request mix (one token per request, in turn): " + ", ".join(
+        f"{path.split('?')[0]} -> {status}" for path, _, status in MIX))
+
+    if not args.skip_startup:
+        print("\nstart-up (process start -> first 200 on /api/ping), `particulier-sandbox serve`:")
+        for label, times in measure_startup(tmp):
+            print(f"  {label:40s} median {statistics.median(times):.2f} s   "
+                  f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+    tokens = mint_tokens(args.tokens)
+    script = write_lua(tmp / "mix.lua", tokens, count_statuses=True)
+
+    servers = {}
+    prism = None
+    try:
+        servers["bare Flask"] = start_bare(free_port(), tmp / "bare.log")
+        servers["sandbox"] = start_sandbox(free_port(), tmp / "sandbox-data", tmp / "sandbox.log")
+        for server in servers.values():
+            server.wait_ready()
+        rss_before = workers_rss(servers["sandbox"])
+        if not args.no_prism:
+            print("\nstarting Prism (npx @stoplight/prism-cli@5; the first run downloads it)...")
+            prism = start_prism(tmp, args.prism_timeout)
+            if prism:
+                servers["Prism"] = prism
+
+        results = {name: [] for name in servers}
+        served = 0
+        for round_ in range(args.rounds):
+            for name, server in servers.items():
+                result = measure(server, script, args)
+                results[name].append(result)
+                if name == "sandbox":
+                    served += result["requests"]
+                    problems = check_sandbox(result)
+                    for problem in problems:
+                        print(f"  WARNING sandbox: {problem}")
+                print(f"  round {round_ + 1}: {name:10s} {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.1f} ms  "
+                      f"p99 {result['p99_us'] / 1000:7.1f} ms  CPU {result['cpu_us_per_request']:6.0f} µs/req  "
+                      f"statuses {result['statuses']}", flush=True)
+        # the warm-ups of the sandbox count too: read its request counter from the access log
+        served = sum(common.access_log_statuses(servers["sandbox"].log_path).values())
+        while served < args.memory_requests:
+            run_wrk(servers["sandbox"].url, script, args.threads, args.connections, "15s")
+            served = sum(common.access_log_statuses(servers["sandbox"].log_path).values())
+        rss_after = workers_rss(servers["sandbox"])
+        report(args, results, rss_before, rss_after, served)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def report(args, results, rss_before, rss_after, served):
+    print("\nresults (median of rounds)")
+    print(f"  {'target':12s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU µs/req':>11s}")
+    summary = {}
+    for name, runs in results.items():
+        summary[name] = {k: median_of(runs, k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_request")}
+        s = summary[name]
+        print(f"  {name:12s} {s['rps']:8.0f} {s['p50_us'] / 1000:8.1f} {s['p99_us'] / 1000:8.1f} "
+              f"{s['cpu_us_per_request']:11.0f}")
+    sandbox, bare = summary["sandbox"], summary["bare Flask"]
+    print(f"\n  sandbox / bare Flask: {sandbox['rps'] / bare['rps']:.2f}x requests/s, "
+          f"p99 {sandbox['p99_us'] / bare['p99_us']:.2f}x, CPU per request {sandbox['cpu_us_per_request'] / bare['cpu_us_per_request']:.2f}x")
+    if "Prism" in summary:
+        prism = summary["Prism"]
+        print(f"  sandbox / Prism:      {sandbox['rps'] / prism['rps']:.2f}x requests/s, "
+              f"p99 {sandbox['p99_us'] / prism['p99_us']:.2f}x "
+              f"(Prism / bare Flask: {prism['rps'] / bare['rps']:.2f}x)")
+    else:
+        print("  sandbox / Prism: not measured (Prism skipped)")
+    print(f"\n  sandbox worker memory (VmRSS): {', '.join(f'{k / 1024:.1f}' for k in rss_before)} MiB after start, "
+          f"{', '.join(f'{k / 1024:.1f}' for k in rss_after)} MiB after {served:,} requests")
+    print(f"\n  notes: the sandbox ran `{CONSOLE.name} serve --ip-rate-limit {BENCH_IP_RATE}` with the Docker "
+          "image's environment\n  (2 workers, access log on); --ip-rate-limit is the only change, so that "
+          "the per-address ceiling\n  (1,000/minute) is not what is measured. The per-token limit (20/s) stays on: "
+          f"the mix spreads\n  its calls over {args.tokens} tokens. bare Flask uses the same gunicorn "
+          "configuration file and access log.")
+
+
+if __name__ == "__main__":
+    main()

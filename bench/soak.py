@@ -1,0 +1,136 @@
+"""`make soak`: sustained load on the production command, watching for leaks and errors.
+
+Starts `particulier-sandbox serve` as the Docker image runs it (only --ip-rate-limit raised,
+as in `make bench`), then drives it with wrk in back-to-back slices of --interval seconds for
+--seconds in all, over --tokens tokens (few enough that each token's journal fills and gets
+trimmed, many enough to stay under 20 calls/second/token). After each slice it samples:
+requests/s and p99 of the slice, the answers' statuses, each worker's resident memory
+(/proc/<pid>/status VmRSS) and open file descriptors (/proc/<pid>/fd), the journal's row count
+and the store files' sizes. It prints a table, then a verdict:
+  - no answer other than the mix's 200 and 404, no socket error;
+  - memory: no worker grows by more than --rss-slack MiB from the first half to the second;
+  - descriptors: no worker's count grows after the first slices (no leak per request);
+  - journal: at most journal_size (+ the 50 rows of trimming slack) rows per token.
+Not part of the test suite: it takes minutes, and its thresholds are for a person to read.
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (MIX, free_port, mint_tokens, open_fds, rss_kib, run_wrk, start_sandbox,  # noqa: E402
+                    write_lua)
+
+JOURNAL_SIZE = 1000  # the default (Settings.journal_size); trimming runs every 50 writes per token
+TRIM_SLACK = 50
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=300, help="total load time [300]")
+    parser.add_argument("--interval", type=int, default=10, help="seconds between samples [10]")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens the load rotates through [200]")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t [2]")
+    parser.add_argument("--connections", type=int, default=32, help="wrk -c [32]")
+    parser.add_argument("--rss-slack", type=float, default=8.0,
+                        help="MiB a worker may grow from the first half to the second [8]")
+    return parser.parse_args()
+
+
+def journal_rows(db_path: Path) -> tuple[int, int]:
+    """(rows, largest rows of one token), read-only, as any reader of the file would."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
+        total = db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+        largest = db.execute("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM journal GROUP BY owner)").fetchone()[0]
+    return total, largest or 0
+
+
+def store_megabytes(data_dir: Path) -> float:
+    return sum(p.stat().st_size for p in data_dir.glob("store.*")) / 1e6
+
+
+def main():
+    args = parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sandbox-soak-"))
+    data = tmp / "data"
+    script = write_lua(tmp / "mix.lua", mint_tokens(args.tokens), count_statuses=True)
+    server = start_sandbox(free_port(), data, tmp / "sandbox.log")
+    rows_bound = args.tokens * (JOURNAL_SIZE + TRIM_SLACK)
+    samples, bad_statuses, socket_errors = [], {}, {}
+    try:
+        server.wait_ready()
+        workers = server.workers()
+        print(f"soak: {args.seconds} s of wrk -t{args.threads} -c{args.connections} over {args.tokens} tokens, "
+              f"sampled every {args.interval} s; workers {workers}; logs in {tmp}")
+        print(f"{'t (s)':>6} {'req/s':>7} {'p99 ms':>7} {'statuses':>22}  "
+              + "  ".join(f"{'RSS MiB':>8} {'fds':>4}" for _ in workers)
+              + f" {'journal rows':>13} {'max/token':>9} {'store MB':>8}")
+        started = time.monotonic()
+        while time.monotonic() - started < args.seconds:
+            result = run_wrk(server.url, script, args.threads, args.connections, f"{args.interval}s")
+            statuses = {int(k): v for k, v in result["statuses"].items()}
+            for status, count in statuses.items():
+                if status not in {s for _, _, s in MIX}:
+                    bad_statuses[status] = bad_statuses.get(status, 0) + count
+            for kind, count in result["errors"].items():
+                if kind != "status" and count:
+                    socket_errors[kind] = socket_errors.get(kind, 0) + count
+            if server.workers() != workers:
+                print(f"  the workers changed: {workers} -> {server.workers()} (a worker died or was restarted)")
+                workers = server.workers()
+            rss = [rss_kib(pid) or 0 for pid in workers]
+            fds = [open_fds(pid) or 0 for pid in workers]
+            rows, largest = journal_rows(data / "store.sqlite3")
+            sample = {"t": time.monotonic() - started, "rps": result["rps"], "p99": result["p99_us"] / 1000,
+                      "rss": rss, "fds": fds, "rows": rows, "largest": largest, "store": store_megabytes(data)}
+            samples.append(sample)
+            status_text = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
+            print(f"{sample['t']:6.0f} {sample['rps']:7.0f} {sample['p99']:7.1f} {status_text:>22}  "
+                  + "  ".join(f"{r / 1024:8.1f} {f:4d}" for r, f in zip(rss, fds))
+                  + f" {rows:13,d} {largest:9d} {sample['store']:8.1f}", flush=True)
+    finally:
+        server.stop()
+    verdict(args, samples, bad_statuses, socket_errors, rows_bound, server)
+
+
+def verdict(args, samples, bad_statuses, socket_errors, rows_bound, server):
+    problems = []
+    if bad_statuses:
+        problems.append(f"answers other than the mix's: {bad_statuses}")
+    if socket_errors:
+        problems.append(f"socket errors: {socket_errors}")
+    if len(samples) >= 4:
+        half = len(samples) // 2
+        for i in range(len(samples[0]["rss"])):
+            first = max(s["rss"][i] for s in samples[:half]) / 1024
+            second = max(s["rss"][i] for s in samples[half:]) / 1024
+            if second - first > args.rss_slack:
+                problems.append(f"worker {i + 1} memory grew {first:.1f} -> {second:.1f} MiB between the halves")
+            settled = [s["fds"][i] for s in samples[1:]]
+            if settled and max(settled[len(settled) // 2:]) > max(settled[:max(1, len(settled) // 2)]) + 4:
+                problems.append(f"worker {i + 1} open descriptors keep growing: {settled}")
+    else:
+        problems.append("too few samples to judge memory and descriptors (use --seconds >= 4 x --interval)")
+    largest = max((s["largest"] for s in samples), default=0)
+    if largest > JOURNAL_SIZE + TRIM_SLACK:
+        problems.append(f"a token holds {largest} journal rows (bound {JOURNAL_SIZE} + {TRIM_SLACK})")
+    if samples and samples[-1]["rows"] > rows_bound:
+        problems.append(f"the journal holds {samples[-1]['rows']} rows (bound {rows_bound})")
+    if "Traceback" in server.log_path.read_text(errors="replace"):
+        problems.append(f"a traceback in the server log ({server.log_path})")
+    total = sum(s["rps"] * args.interval for s in samples)
+    print(f"\n{len(samples)} samples, about {total:,.0f} requests; journal rows at the end "
+          f"{samples[-1]['rows'] if samples else 0:,} (bound {rows_bound:,}), largest per token {largest}")
+    if problems:
+        print("verdict: FAIL\n  " + "\n  ".join(problems))
+        sys.exit(1)
+    print("verdict: PASS (no error answer, memory and descriptors flat, journal bounded)")
+
+
+if __name__ == "__main__":
+    main()
