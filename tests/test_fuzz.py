@@ -232,7 +232,7 @@ def _no_traceback_since(server, before, case):
 
 
 # --- the bundled spec: every operation, positive and negative data, every default check --------
-bundled = _load(BUNDLED, modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=12)
+bundled = _load(BUNDLED, modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=10)
 
 
 @bundled.parametrize()
@@ -253,7 +253,7 @@ def _has_inputs(ctx) -> bool:
     return bool(raw.get("parameters") or raw.get("requestBody"))
 
 
-negative = _load(BUNDLED, modes=[GenerationMode.NEGATIVE], max_examples=10, phases=("fuzzing",)).include(
+negative = _load(BUNDLED, modes=[GenerationMode.NEGATIVE], max_examples=8, phases=("fuzzing",)).include(
     func=_has_inputs)
 
 
@@ -272,7 +272,7 @@ def _upstream(name):
     if not UPSTREAM[name].is_file():
         return None
     # No coverage phase here: the bundled spec has the same parameters, and gets it above.
-    return _load(UPSTREAM[name], modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=10,
+    return _load(UPSTREAM[name], modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=8,
                  phases=("examples", "fuzzing"))
 
 

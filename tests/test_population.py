@@ -98,18 +98,11 @@ def _partial_consent(sandbox, operation_id, headers, identities):
     return bearer in identities and not sandbox.catalogue.get(operation_id).scopes <= consent
 
 
-class _Args:
+def _Args(case):
     """The non-identity parameters of a case, as a request would carry them."""
-
-    def __init__(self, case):
-        self._items = {k: [str(x) for x in (v if isinstance(v, list) else [v])]
-                       for k, v in case.params.items() if k not in _identity_names()}
-
-    def keys(self):
-        return self._items.keys()
-
-    def getlist(self, name):
-        return self._items.get(name, [])
+    from werkzeug.datastructures import MultiDict
+    return MultiDict([(k, str(x)) for k, v in case.params.items() if k not in _identity_names()
+                      for x in (v if isinstance(v, list) else [v])])
 
 
 def _identity_names():

@@ -1,0 +1,138 @@
+"""The embedded store's moving parts: counters shared by forked workers, the journal written
+by group commit before each answer, whole and in call order, across workers and restarts."""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from sandbox.store import SqliteStore, StoreUnavailable
+
+from .conftest import token_for
+
+T0 = 1_800_000_000.0
+V2 = "/api/v2/situations-pole-emploi"
+
+
+def _store(tmp_path, **kw) -> SqliteStore:
+    store = SqliteStore(tmp_path / "store.sqlite3", kw.pop("journal_size", 1000))
+    store.clock = lambda: T0
+    return store
+
+
+def _count_in_child(store, queue, start, calls):
+    start.wait(30)  # all together, so that the processes really contend
+    queue.put([store.admit(None, [("t:shared", 3600)])[1][0].count for _ in range(calls)])
+
+
+def test_counts_are_exact_across_forked_processes(tmp_path):
+    """Workers forked from one master (gunicorn's preload) count in one place: no lost
+    increment, no count given twice, though each process holds the file's lock on its own."""
+    store = _store(tmp_path)
+    store.admit(None, [("t:shared", 3600)])  # the parent counted before the fork, as a master may
+    context = multiprocessing.get_context("fork")
+    queue, start = context.Queue(), context.Barrier(4)
+    children = [context.Process(target=_count_in_child, args=(store, queue, start, 2000)) for _ in range(4)]
+    for child in children:
+        child.start()
+    counts = sorted(c for _ in children for c in queue.get(timeout=120))
+    for child in children:
+        child.join(30)
+    assert counts == list(range(2, 8002))
+
+
+def _entry(i):
+    return {"method": "GET", "path": V2, "query": {"i": str(i)}, "status": 200, "at": "x", "case": None}
+
+
+def _settle(store, owner, i):
+    return store.settle(owner, [(f"t:{owner}", 1)], owner, lambda revoked, hits: _entry(i))
+
+
+def test_calls_of_many_threads_are_journaled_whole_and_in_order(tmp_path):
+    """Threads that write together share transactions (group commit): each owner still gets
+    every one of its rows, in its own call order."""
+    store = _store(tmp_path)
+    owners = [f"owner-{k}" for k in range(8)]
+
+    def calls(owner):
+        for i in range(60):
+            _settle(store, owner, i)
+    with ThreadPoolExecutor(len(owners)) as pool:
+        list(pool.map(calls, owners))
+    for owner in owners:
+        assert [int(e["query"]["i"]) for e in store.journal(owner)] == list(range(59, -1, -1))
+
+
+def test_a_store_that_cannot_write_answers_503_then_recovers(tmp_path, caplog):
+    store = _store(tmp_path)
+    _settle(store, "bob", 0)
+    writer = store._writer
+
+    def broken():
+        raise sqlite3.OperationalError("disk I/O error")
+    store._writer = broken
+    with caplog.at_level(logging.WARNING, logger="sandbox.store"):
+        try:
+            _settle(store, "bob", 1)
+        except StoreUnavailable:
+            pass
+        else:
+            raise AssertionError("a call the store could not journal was answered")
+    assert store.health.down and "unreachable" in caplog.text
+    store._writer = writer
+    _settle(store, "bob", 2)
+    assert not store.health.down
+    assert [e["query"]["i"] for e in store.journal("bob")] == ["2", "0"]
+
+
+def test_two_gunicorn_workers_each_calls_visible_at_once_in_order(start_server, tmp_path):
+    """Fresh connections land on either worker; each call is in the journal as soon as it is
+    answered, whichever worker reads, and the journal lists the calls newest first."""
+    server = start_server("--workers", "2", "--rate-limit", "off")
+    token = token_for()
+    for i in range(24):
+        answer = requests.get(server.url + V2, params={"identifiant": f"p{i}"}, headers={"X-Api-Key": token},
+                              timeout=10)
+        assert answer.status_code == 404
+        listed = requests.get(server.url + "/sandbox/requests", headers={"X-Api-Key": token}, timeout=10)
+        assert [e["query"]["identifiant"] for e in listed.json()["requests"]] == [f"p{j}" for j in range(i, -1, -1)]
+    # both workers journaled calls: each opened its connection to the store file
+    assert len(_workers_with_open(server, tmp_path / "data" / "store.sqlite3")) == 2
+
+
+def _workers_with_open(server, path) -> list[int]:
+    children = open(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read().split()
+    holding = []
+    for pid in children:
+        targets = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        if str(path) in targets:
+            holding.append(int(pid))
+    return holding
+
+
+def test_the_journal_survives_a_graceful_restart(start_server, tmp_path):
+    token = token_for()
+    server = start_server("--workers", "2", "--rate-limit", "off")
+    for i in range(30):
+        requests.get(server.url + V2, params={"identifiant": f"r{i}"}, headers={"X-Api-Key": token}, timeout=10)
+    assert server.stop() == 0
+    again = start_server("--workers", "2", "--rate-limit", "off")
+    requests.get(again.url + V2, params={"identifiant": "after"}, headers={"X-Api-Key": token}, timeout=10)
+    listed = requests.get(again.url + "/sandbox/requests", headers={"X-Api-Key": token}, timeout=10).json()
+    assert [e["query"]["identifiant"] for e in listed["requests"]] == ["after"] + [f"r{i}" for i in range(29, -1, -1)]
+    with sqlite3.connect(tmp_path / "data" / "store.sqlite3") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM journal ORDER BY id")]
+    assert len(ids) == len(set(ids)) == 31
+    assert json.loads(json.dumps(listed))  # plain JSON
+    assert (tmp_path / "data" / "store.counters").exists()
