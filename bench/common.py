@@ -129,11 +129,22 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def open_fds(pid: int) -> int | None:
+def open_fds(pid: int, sockets: bool = True) -> int | None:
+    """Open descriptors of `pid`; without the sockets (client connections come and go) when asked."""
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return None
+    if sockets:
+        return len(names)
+    count = 0
+    for name in names:
+        try:
+            if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
 
 
 def sandbox_env(port: int, data_dir: Path, access_log: str = "-", extra=None) -> dict:

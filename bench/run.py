@@ -22,6 +22,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -157,6 +158,9 @@ def main():
         servers["sandbox"] = start_sandbox(free_port(), tmp / "sandbox-data", tmp / "sandbox.log")
         for server in servers.values():
             server.wait_ready()
+            deadline = time.monotonic() + 30
+            while len(server.workers()) < 2 and time.monotonic() < deadline:  # gunicorn forks them in turn
+                time.sleep(0.1)
         rss_before = workers_rss(servers["sandbox"])
         if not args.no_prism:
             print("\nstarting Prism (npx @stoplight/prism-cli@5; the first run downloads it)...")
