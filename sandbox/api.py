@@ -52,8 +52,7 @@ class Pipeline:
 
     def view_for(self, op):
         def view(**_path_params):
-            # the request itself, not the context-bound proxy: the store may run the journal
-            # step of this call on another thread (group commit)
+            # the request itself rather than the context-bound proxy, which resolves on each use
             status, body, headers = self.handle(op, flask_request._get_current_object())
             return Response(body, status, headers, content_type=JSON)
         view.__name__ = f"api_{op.method}_{op.path}"

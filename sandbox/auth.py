@@ -63,6 +63,7 @@ class Authenticator:
         self._static = {digest(value): (value, frozenset(scopes)) for value, scopes in static_tokens.items()}
         self._france_connect = france_connect  # token -> identity payload or None
         self._cache: dict[str, Identity] = {}
+        self._scope_sets: dict[frozenset, frozenset] = {}
 
     def verify(self, token: str) -> Identity:
         """A sandbox token (JWT or declared opaque token) -> Identity, or ApiError."""
@@ -73,10 +74,12 @@ class Authenticator:
         identity = self._cache.get(token)
         if identity is None:
             claims = self._decode(token)
-            identity = Identity(key=claims["jti"], scopes=frozenset(claims["scopes"]), kind="jwt",
-                                expires_at=claims["exp"])
+            scopes = frozenset(claims["scopes"])
+            scopes = self._scope_sets.setdefault(scopes, scopes)  # tokens minted alike share one set
+            identity = Identity(key=claims["jti"], scopes=scopes, kind="jwt", expires_at=claims["exp"])
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
+                self._scope_sets.clear()
             self._cache[token] = identity
         if identity.expires_at <= time.time():
             raise ApiError("expired_token")
