@@ -104,7 +104,7 @@ def measure(server: Server, script: Path, args) -> dict:
     return result
 
 
-def expected_statuses(requests: int) -> dict:
+def expected_statuses() -> dict:
     share = {}
     for _, _, status in MIX:
         share[status] = share.get(status, 0) + 1
@@ -119,7 +119,7 @@ def check_sandbox(result: dict) -> list[str]:
     if others:
         problems.append(f"unexpected statuses {others} (429: a token over 20/s, 503: store down)")
     total = sum(statuses.values()) or 1
-    for status, share in expected_statuses(total).items():
+    for status, share in expected_statuses().items():
         if abs(statuses.get(status, 0) / total - share) > 0.02:
             problems.append(f"{status}: {statuses.get(status, 0) / total:.1%} of answers, {share:.1%} expected")
     errors = {k: v for k, v in result["errors"].items() if k != "status" and v}
@@ -139,7 +139,7 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
     print(f"particulier-sandbox bench: wrk -t{args.threads} -c{args.connections} -d{args.duration} "
           f"(warm-up {args.warmup}), {args.tokens} tokens, {args.rounds} round(s); logs in {tmp}")
-    print(f"request mix (one token per request, in turn): " + ", ".join(
+    print("request mix (one token per request, in turn): " + ", ".join(
         f"{path.split('?')[0]} -> {status}" for path, _, status in MIX))
 
     if not args.skip_startup:
