@@ -2,8 +2,12 @@
 
 Tokens are JWTs signed HS256 with the sandbox secret and carry production's claims
 (uid, jti, scopes, sub, iat, exp, version), so the same token works on v2 and v3.
-A verified token's Identity is cached by its exact string: PyJWT costs ~26 µs a decode and CI farms
-call with the same few tokens; expiry is still checked on every request.
+A verified token's Identity is cached: PyJWT costs ~26 µs a decode and CI farms call with the
+same few tokens; expiry is still checked on every request. The cache is keyed by the token's
+hash() with its signature alongside, not by the token, whose every-scope form is ~2.8 KB (a
+worker that has seen 10,000 tokens keeps ~3 MB, not ~30). A hit needs the same hash AND the
+same signature, which only the holder of that very token knows; an edited token hashes
+elsewhere and is decoded, and refused.
 """
 from __future__ import annotations
 
@@ -62,7 +66,7 @@ class Authenticator:
         self._secret = secret
         self._static = {digest(value): (value, frozenset(scopes)) for value, scopes in static_tokens.items()}
         self._france_connect = france_connect  # token -> identity payload or None
-        self._cache: dict[str, Identity] = {}
+        self._cache: dict[int, tuple[str, Identity]] = {}  # hash(token) -> (signature, Identity)
         self._scope_sets: dict[frozenset, frozenset] = {}
 
     def verify(self, token: str) -> Identity:
@@ -71,8 +75,11 @@ class Authenticator:
             static = self._static.get(digest(token))
             if static and hmac.compare_digest(static[0], token):
                 return Identity(key="static-" + digest(token)[:16], scopes=static[1], kind="static")
-        identity = self._cache.get(token)
-        if identity is None:
+        key, signature = hash(token), token[token.rfind(".") + 1:]
+        cached = self._cache.get(key)
+        if cached is not None and hmac.compare_digest(cached[0], signature):
+            identity = cached[1]
+        else:
             claims = self._decode(token)
             scopes = frozenset(claims["scopes"])
             scopes = self._scope_sets.setdefault(scopes, scopes)  # tokens minted alike share one set
@@ -80,7 +87,7 @@ class Authenticator:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
                 self._scope_sets.clear()
-            self._cache[token] = identity
+            self._cache[key] = (signature, identity)
         if identity.expires_at <= time.time():
             raise ApiError("expired_token")
         return identity

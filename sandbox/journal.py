@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 
 from .store import StoreUnavailable
 
 
+_second = (None, "")  # (epoch second, its ISO text): every call of that second reuses it
+
+
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC, milliseconds, `Z`: 2026-11-28T15:17:57.123Z."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def _parse_since(text):

@@ -1,5 +1,6 @@
 """The embedded store's moving parts: counters shared by forked workers, the journal written
-by group commit before each answer, whole and in call order, across workers and restarts."""
+in batches by each worker's writer thread, whole and in call order, visible from any worker as
+soon as a call is answered, across restarts."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,14 @@ import logging
 import multiprocessing
 import os
 import sqlite3
+import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 from sandbox.store import SqliteStore, StoreUnavailable
+from sandbox.store.shared import SharedState
 
 from .conftest import token_for
 
@@ -70,25 +74,40 @@ def test_calls_of_many_threads_are_journaled_whole_and_in_order(tmp_path):
 
 
 def test_a_store_that_cannot_write_answers_503_then_recovers(tmp_path, caplog):
+    """Another process holds the file (a stuck mount, a long transaction): once the journal
+    writer has failed, calls are answered 503 instead of going unrecorded; every call that was
+    answered is journaled once the file is writable again, none twice."""
     store = _store(tmp_path)
+    store.BUSY_TIMEOUT = 0.2
     _settle(store, "bob", 0)
-    writer = store._writer
-
-    def broken():
-        raise sqlite3.OperationalError("disk I/O error")
-    store._writer = broken
+    blocker = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    answered, refused = [0], 0
     with caplog.at_level(logging.WARNING, logger="sandbox.store"):
+        for i in range(1, 200):
+            try:
+                _settle(store, "bob", i)
+            except StoreUnavailable:
+                refused += 1
+                if refused == 3:
+                    break
+            else:
+                answered.append(i)
+            time.sleep(0.01)
+    assert refused == 3, "calls kept being answered while nothing could be journaled"
+    assert "unreachable" in caplog.text
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    deadline = time.monotonic() + 10
+    while True:
         try:
-            _settle(store, "bob", 1)
+            _settle(store, "bob", 1000)
+            break
         except StoreUnavailable:
-            pass
-        else:
-            raise AssertionError("a call the store could not journal was answered")
-    assert store.health.down and "unreachable" in caplog.text
-    store._writer = writer
-    _settle(store, "bob", 2)
-    assert not store.health.down
-    assert [e["query"]["i"] for e in store.journal("bob")] == ["2", "0"]
+            assert time.monotonic() < deadline, "the store did not recover"
+            time.sleep(0.05)
+    answered.append(1000)
+    assert [int(e["query"]["i"]) for e in store.journal("bob")] == answered[::-1]
 
 
 def test_two_gunicorn_workers_each_calls_visible_at_once_in_order(start_server, tmp_path):
@@ -136,3 +155,47 @@ def test_the_journal_survives_a_graceful_restart(start_server, tmp_path):
     assert len(ids) == len(set(ids)) == 31
     assert json.loads(json.dumps(listed))  # plain JSON
     assert (tmp_path / "data" / "store.counters").exists()
+
+
+class _SmallState(SharedState):
+    SLOTS = 1 << 8
+    TABLE_BYTES = SLOTS * SharedState.SLOT.size
+    SIZE = SharedState.TABLES + SharedState.PERIODS * 2 * TABLE_BYTES
+    LAYOUT = struct.pack("<II", SLOTS, SharedState.PERIODS)
+    _ZEROS = bytes(TABLE_BYTES)
+
+
+def test_counter_tables_hold_one_window_so_they_never_fill_up(tmp_path):
+    """A table counts one window and is wiped when the window after next begins: a sandbox that
+    runs for hours with ever new tokens keeps exact counts in a fixed table, with keys of
+    different periods side by side."""
+    state = _SmallState(tmp_path / "c")
+    for window in range(60):  # 60 windows x 100 new tokens: 6,000 keys through a 256-slot table
+        now = 1_800_000_000 + window + 0.5
+        for token in range(100):
+            key = f"t:{window}-{token}"
+            assert state.count([(key, 1), ("ip:127.0.0.1", 60)], now)[0] == 1
+            assert state.count([(key, 1)], now) == [2]
+    minute = int((1_800_000_000 + 0.5) // 60)
+    assert state.count([("ip:127.0.0.1", 60)], 1_800_000_059.9) == [
+        100 * sum(1 for w in range(60) if int((1_800_000_000 + w + 0.5) // 60) == minute) + 1]
+
+
+def test_a_call_counted_after_its_window_is_over_is_counted_alone(tmp_path):
+    state = _SmallState(tmp_path / "c")
+    assert state.count([("t:a", 1)], 1_800_000_010.5) == [1]
+    assert state.count([("t:a", 1)], 1_800_000_010.6) == [2]
+    assert state.count([("t:a", 1)], 1_800_000_012.0) == [1]  # two windows on: the table was wiped
+    assert state.count([("t:a", 1)], 1_800_000_010.9) == [1]  # a straggler of window 10: not stored
+    assert state.count([("t:a", 1)], 1_800_000_012.1) == [2]
+
+
+def test_a_window_with_more_callers_than_the_table_holds_is_unavailable_not_unlimited(tmp_path):
+    state = _SmallState(tmp_path / "c")
+    try:
+        for token in range(_SmallState.SLOTS + 1):
+            state.count([(f"t:{token}", 1)], 1_800_000_000.5)
+    except StoreUnavailable as exc:
+        assert "table is full" in str(exc)
+    else:
+        raise AssertionError("more keys than slots were counted")
