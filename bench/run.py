@@ -161,7 +161,14 @@ def main():
             deadline = time.monotonic() + 30
             while len(server.workers()) < 2 and time.monotonic() < deadline:  # gunicorn forks them in turn
                 time.sleep(0.1)
-        rss_before = workers_rss(servers["sandbox"])
+        sandbox = servers["sandbox"]
+        rss = {"after start": (0, workers_rss(sandbox))}
+        # The working set is built by the first calls (each worker's token cache, thread arenas,
+        # the pages of shared libraries and of the counter file first touched): read it once
+        # built, then see whether --memory-requests more calls make it grow.
+        run_wrk(sandbox.url, script, args.threads, args.connections, args.warmup)
+        warm = sum(common.access_log_statuses(sandbox.log_path).values())
+        rss["after the warm-up"] = (warm, workers_rss(sandbox))
         if not args.no_prism:
             print("\nstarting Prism (npx @stoplight/prism-cli@5; the first run downloads it)...")
             prism = start_prism(tmp, args.prism_timeout)
@@ -183,12 +190,12 @@ def main():
                       f"p99 {result['p99_us'] / 1000:7.1f} ms  CPU {result['cpu_us_per_request']:6.0f} µs/req  "
                       f"statuses {result['statuses']}", flush=True)
         # the warm-ups of the sandbox count too: read its request counter from the access log
-        served = sum(common.access_log_statuses(servers["sandbox"].log_path).values())
-        while served < args.memory_requests:
-            run_wrk(servers["sandbox"].url, script, args.threads, args.connections, "15s")
-            served = sum(common.access_log_statuses(servers["sandbox"].log_path).values())
-        rss_after = workers_rss(servers["sandbox"])
-        report(args, results, rss_before, rss_after, served)
+        served = sum(common.access_log_statuses(sandbox.log_path).values())
+        while served - warm < args.memory_requests:
+            run_wrk(sandbox.url, script, args.threads, args.connections, "15s")
+            served = sum(common.access_log_statuses(sandbox.log_path).values())
+        rss[f"{served - warm:,} requests later"] = (served, workers_rss(sandbox))
+        report(args, results, rss)
     finally:
         for server in servers.values():
             server.stop()
@@ -198,7 +205,7 @@ def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
-def report(args, results, rss_before, rss_after, served):
+def report(args, results, rss):
     print("\nresults (median of rounds)")
     print(f"  {'target':12s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU µs/req':>11s}")
     summary = {}
@@ -217,8 +224,13 @@ def report(args, results, rss_before, rss_after, served):
               f"(Prism / bare Flask: {prism['rps'] / bare['rps']:.2f}x)")
     else:
         print("  sandbox / Prism: not measured (Prism skipped)")
-    print(f"\n  sandbox worker memory (VmRSS): {', '.join(f'{k / 1024:.1f}' for k in rss_before)} MiB after start, "
-          f"{', '.join(f'{k / 1024:.1f}' for k in rss_after)} MiB after {served:,} requests")
+    print("\n  sandbox worker memory (VmRSS of each worker):")
+    for label, (served, kib) in rss.items():
+        print(f"    {label:28s} {', '.join(f'{k / 1024:6.1f}' for k in kib)} MiB   ({served:,} requests served)")
+    (_, start), (_, warm), (_, end) = rss.values()
+    growth = max((e - w) / w for w, e in zip(warm, end)) if warm and end else float("nan")
+    print(f"    growth over the last {args.memory_requests:,}+ requests: {growth:+.1%} (goal: within 10%); "
+          f"since start: {max((e - s) / s for s, e in zip(start, end)):+.1%}")
     print(f"\n  notes: the sandbox ran `{CONSOLE.name} serve --ip-rate-limit {BENCH_IP_RATE}` with the Docker "
           "image's environment\n  (2 workers, access log on); --ip-rate-limit is the only change, so that "
           "the per-address ceiling\n  (1,000/minute) is not what is measured. The per-token limit (20/s) stays on: "
