@@ -1,6 +1,7 @@
 """The `particulier-sandbox` command (also `python -m sandbox`)."""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,25 @@ def _settings(**flags) -> Settings:
     return Settings.from_env(**flags)
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose `lazy` subcommands ({name: "module:attribute"}) are imported when named or listed."""
+
+    def __init__(self, *args, lazy=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy and name not in self.commands:
+            module, attribute = self.lazy[name].split(":")
+            self.add_command(getattr(importlib.import_module(module, __package__), attribute), name)
+        return super().get_command(ctx, name)
+
+
+# `airtable` is imported only when used: `serve` starts without it.
+@click.group(cls=LazyGroup, lazy={"airtable": ".airtable_cli:airtable"})
 def main():
     """A sandbox of API Particulier: same routes, validation, errors, masking and rate limit."""
 
@@ -114,10 +133,6 @@ def fixtures_check(specs, fixture_dirs, summary):
     click.echo(f"{count} cases in {len(loaded.ordered)} operations, {len(loaded.france_connect)} FranceConnect "
                f"tokens, {len(loaded.problems)} problem(s)", err=True)
     sys.exit(1 if loaded.problems else 0)
-
-
-from .airtable_cli import airtable
-main.add_command(airtable)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,159 @@ def test_official_staging_folders_load_unchanged(make_app):
     fixtures = app.extensions["sandbox"].population.current
     assert sum(len(c) for c in fixtures.ordered.values()) > 600
     assert "all_fc" in fixtures.france_connect
+
+
+# --- reading in a pool at start-up; the watcher's signature --------------------------------
+# Run in a fresh process: forking is only safe (and only done) from a single-threaded one,
+# and this test session may have left threads behind.
+_LOAD_BOTH_WAYS = """
+import pickle, sys
+from unittest import mock
+from sandbox import fixture_files, fixtures
+from sandbox.spec import load_specs
+
+def summary(loaded):
+    cases = {op: [(c.file, c.description, c.params, c.status, c.payload, c.latency_ms, c.key, c.problem)
+                  for c in cases] for op, cases in loaded.ordered.items()}
+    return {"cases": cases,
+            "index": {op: {key: case.id for key, case in index.items()} for op, index in loaded.cases.items()},
+            "fallback": {op: case.id for op, case in loaded.fallback.items()},
+            "identities": {op: [(canon, case.id) for canon, case in found] for op, found in loaded.identities.items()},
+            "france_connect": loaded.france_connect,
+            "problems": [(p.file, p.where, p.message, p.fatal) for p in loaded.problems]}
+
+dirs, specs = sys.argv[1].split(":"), sys.argv[2].split(":")
+operations = load_specs(specs).by_operation_id()
+with mock.patch.object(fixture_files, "_readers", lambda files: 1):
+    one_by_one = fixtures.load(dirs, operations)
+pooled = mock.patch.object(fixture_files, "_read_in_pool", wraps=fixture_files._read_in_pool)
+with mock.patch.object(fixture_files, "_readers", lambda files: 2), pooled as spy, \\
+        mock.patch.object(fixture_files.logger, "warning", side_effect=AssertionError("the pool failed")):
+    in_pool = fixtures.load(dirs, operations)
+assert spy.called
+sys.stdout.buffer.write(pickle.dumps((summary(one_by_one), summary(in_pool))))
+"""
+
+
+def test_reading_in_a_pool_gives_the_same_fixtures_as_one_by_one():
+    import pickle
+
+    from .conftest import REFERENCE
+    dirs = [ROOT / "fixtures"]
+    specs = [ROOT / "spec" / "open-api.yml"]
+    if (REFERENCE / "staging-payloads").is_dir():
+        dirs.append(REFERENCE / "staging-payloads")
+    result = subprocess.run([sys.executable, "-c", _LOAD_BOTH_WAYS, ":".join(map(str, dirs)),
+                             ":".join(map(str, specs))], capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    one_by_one, in_pool = pickle.loads(result.stdout)
+    assert sum(len(cases) for cases in one_by_one["cases"].values()) > 1000 and one_by_one["problems"]
+    for part in one_by_one:
+        assert in_pool[part] == one_by_one[part], part
+
+
+def test_a_broken_pool_falls_back_to_reading_one_by_one(population, monkeypatch, caplog):
+    from sandbox import fixture_files, fixtures
+    from sandbox.spec import load_specs
+    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
+    expected = fixtures.load([population], operations)
+
+    def broken(*args):
+        raise OSError("no more processes")
+    monkeypatch.setattr(fixture_files, "_readers", lambda files: 2)
+    monkeypatch.setattr(fixture_files, "_read_in_pool", broken)
+    loaded = fixtures.load([population], operations)
+    assert "no more processes" in caplog.text
+    assert [(c.id, c.payload) for c in loaded.ordered[V2_OP]] == [(c.id, c.payload) for c in expected.ordered[V2_OP]]
+
+
+def test_only_a_start_up_with_many_files_and_one_thread_reads_in_a_pool(monkeypatch):
+    import threading
+
+    from sandbox import fixture_files
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert fixture_files._readers(10) == 1
+    monkeypatch.setattr(fixture_files.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert fixture_files._readers(2000) == 2
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # a hot reload, in the watcher thread
+    assert fixture_files._readers(2000) == 1
+
+
+def _edits(population):
+    """Every kind of change the watcher must notice, in order: (what, how)."""
+    import os
+    case = population / V2_OP / "200_paul.yaml"
+    stat = case.stat()
+    return [
+        ("edited in place, same size", lambda: case.write_text(case.read_text().replace("ESSAI", "ESSAY"))),
+        ("mtime put back", lambda: os.utime(case, ns=(stat.st_atime_ns, stat.st_mtime_ns))),
+        ("added", lambda: write_case(population / V2_OP, "200_lea.yaml", {"identifiant": "lea"})),
+        ("renamed", lambda: (population / V2_OP / "200_lea.yaml").rename(population / V2_OP / "200_leo.yaml")),
+        ("removed", lambda: (population / V2_OP / "200_leo.yaml").unlink()),
+        ("folder added", lambda: (population / V3_OP).mkdir()),
+        ("added to the new folder", lambda: write_case(population / V3_OP, "404.yaml", {"identifiant": "x"}, 404,
+                                                       {"errors": []})),
+        ("folder removed", lambda: shutil.rmtree(population / V3_OP)),
+    ]
+
+
+def test_the_signature_changes_on_any_edit(population):
+    from sandbox.fixture_files import signature
+    for what, edit in _edits(population):
+        before = signature([population])
+        time.sleep(0.05)  # the kernel stamps times on a coarse clock: an edit in the same tick looks the same
+        edit()
+        assert signature([population]) != before, what
+    before = signature([population])
+    (population / V2_OP / "notes.txt").write_text("not a case")
+    assert signature([population]) == before
+
+
+def test_inotify_tells_the_watcher_when_to_look(population):
+    from sandbox.fixture_watch import Changes
+    changes = Changes([population])
+    if changes.polling:
+        import os
+        if sys.platform == "linux" and os.environ.get("SANDBOX_REQUIRE_ALL"):
+            pytest.fail("no inotify for a Linux temporary folder (SANDBOX_REQUIRE_ALL is set: CI must have it)")
+        pytest.skip("no inotify here (not Linux, or not a local filesystem)")
+    assert changes.may_have_changed() is False  # a quiet second: one read(2), no scan
+    for what, edit in _edits(population):
+        edit()
+        assert changes.may_have_changed(), what
+        assert not changes.may_have_changed(), what
+    (population / "api_particulier_v2_x").mkdir()  # a folder created, then filled, before the next look
+    assert changes.may_have_changed()
+    write_case(population / "api_particulier_v2_x", "200.yaml", {"identifiant": "x"})
+    assert changes.may_have_changed()
+
+
+def test_folders_inotify_could_miss_changes_in_are_polled(population, monkeypatch):
+    from sandbox import fixture_watch
+    monkeypatch.setattr(fixture_watch, "LOCAL_FILESYSTEMS", frozenset())  # as on NFS, SMB, a VM's shared folder
+    changes = fixture_watch.Changes([population])
+    assert changes.polling and changes.may_have_changed() and changes.may_have_changed()
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["inotify", "polling"])
+def test_the_watcher_reloads_on_any_edit(population, monkeypatch, local):
+    import logging
+
+    from sandbox import fixture_watch, fixtures
+    from sandbox.spec import load_specs
+    if not local:
+        monkeypatch.setattr(fixture_watch, "LOCAL_FILESYSTEMS", frozenset())
+    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
+    served = fixtures.Population([population], operations, 0.05, logging.getLogger("test"))
+    served.start_watching()
+    try:
+        for what, edit in _edits(population):
+            before = served.current
+            time.sleep(0.05)
+            edit()
+            deadline = time.time() + 5
+            while served.current is before and time.time() < deadline:
+                time.sleep(0.02)
+            assert served.current is not before, what
+    finally:
+        served.stop_watching()
