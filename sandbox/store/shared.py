@@ -163,12 +163,13 @@ class SharedState:
 
     # --- journal writers ---------------------------------------------------------------------
     def claim_writer(self) -> int:
-        """A writer entry for this process: a free one, or one whose process is gone."""
+        """A writer entry of its own: a free one, or one whose process is gone (never one of
+        this process: two stores on one data folder in one process each publish their own)."""
         pid = os.getpid()
         with self._locked():
             for index in range(self.WRITERS):
                 held = self.WRITER.unpack_from(self._map, self._writer_at(index))[0]
-                if held in (0, pid) or not _alive(held):
+                if held == 0 or (held != pid and not _alive(held)):
                     self.WRITER.pack_into(self._map, self._writer_at(index), pid, 0, 0)
                     return index
         raise StoreUnavailable(f"{self.path}: more than {self.WRITERS} processes journal at once")
