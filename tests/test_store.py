@@ -203,7 +203,8 @@ def test_a_window_with_more_callers_than_the_table_holds_is_unavailable_not_unli
 
 def test_two_stores_on_one_data_folder_each_wait_for_the_other_s_rows(tmp_path):
     """Each store (a worker, or an app rebuilt in one process) publishes its own writer progress:
-    a read through one waits for the rows the other has queued."""
+    a read through one waits for the rows the other has queued, and lists every call in the
+    order the calls were made, whichever writer wrote its row first."""
     first, second = _store(tmp_path), _store(tmp_path)
     for i in range(200):
         _settle(first if i % 2 else second, "bob", i)

@@ -44,6 +44,7 @@ class SharedState:
     PERIOD = struct.Struct("<qqq")     # period, window of table 0, window of table 1
     WRITER = struct.Struct("<qQQ")     # pid, rows queued, rows written
     GENERATION = 16                    # offset of the revocation generation (u64)
+    SEQUENCE = 24                      # offset of the last journal row number given (u64)
     DIRECTORY = 64
     WRITERS_AT = DIRECTORY + PERIODS * PERIOD.size
     TABLES = 4096
@@ -104,14 +105,34 @@ class SharedState:
         with self._locked():
             struct.pack_into("<Q", self._map, self.GENERATION, self.generation() + 1)
 
+    # --- journal row numbers --------------------------------------------------------------
+    # Rows are numbered when their call is counted, under the lock: a call answered before
+    # another was sent has the smaller number, whichever worker's writer writes it first.
+    def number(self) -> int:
+        with self._locked():
+            return self._next_number()
+
+    def _next_number(self) -> int:
+        value = struct.unpack_from("<Q", self._map, self.SEQUENCE)[0] + 1
+        struct.pack_into("<Q", self._map, self.SEQUENCE, value)
+        return value
+
+    def raise_numbers(self, floor: int):
+        """Never give a number the journal already holds (a counter file made anew)."""
+        with self._locked():
+            if struct.unpack_from("<Q", self._map, self.SEQUENCE)[0] < floor:
+                struct.pack_into("<Q", self._map, self.SEQUENCE, floor)
+
     # --- counters ----------------------------------------------------------------------------
-    def count(self, counters, now: float) -> list[int]:
+    def count(self, counters, now: float, numbered: bool = False):
         """Add one to each (key, period) in the window holding `now`; the new counts, all
-        under one lock."""
+        under one lock. numbered: (counts, the call's journal row number)."""
         out = []
         with self._locked():
             for key, period in counters:
                 out.append(self._add(key, period, int(now // period)))
+            if numbered:
+                return out, self._next_number()
         return out
 
     def _add(self, key: str, period: int, window: int) -> int:

@@ -6,7 +6,9 @@ writer, a thread that writes whatever rows have queued in one transaction: the c
 wait for SQLite, and under load one commit (and one round of the lock between workers) serves
 dozens of calls. A read of the journal first waits until every process has written the rows it
 had queued (each writer publishes its progress in shared memory), so a call is in the journal,
-whichever worker is asked, as soon as it has been answered.
+whichever worker is asked, as soon as it has been answered. Rows are numbered when their call
+is counted (shared memory, under the counting lock) and listed by that number, so the journal
+keeps the order of the calls even when two workers' writers commit out of turn.
 """
 from __future__ import annotations
 
@@ -53,9 +55,11 @@ class SqliteStore:
         try:
             setup.execute("PRAGMA journal_mode=WAL")
             setup.executescript(self.SCHEMA)
+            last_row = setup.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]
         finally:
             setup.close()
         self._shared = SharedState(self.path.with_suffix(".counters"))
+        self._shared.raise_numbers(last_row)
         self._writer = JournalWriter(self)
         after_fork(self, SqliteStore.reset_after_fork)  # before any thread of the child runs
 
@@ -99,13 +103,19 @@ class SqliteStore:
     # --- counting ----------------------------------------------------------------------------
     def admit(self, jti: str | None, counters) -> tuple[bool, list[Hit]]:
         """(revoked, [Hit for each (key, period)]); each count is one atomic increment."""
+        return self._count(jti, counters)[:2]
+
+    def _count(self, jti, counters, numbered=False) -> tuple[bool, list[Hit], int | None]:
         now = self.clock()
         try:
-            counts = self._shared.count(counters, now) if counters else []
+            if numbered:
+                counts, number = self._shared.count(counters, now, numbered=True)
+            else:
+                counts, number = self._shared.count(counters, now) if counters else [], None
         except OSError as exc:
             raise StoreUnavailable(f"{self._shared.path}: {exc}") from None
         hits = [Hit(count, (int(now // period) + 1) * period, now) for count, (_, period) in zip(counts, counters)]
-        return bool(jti) and jti in self._revoked_set(), hits
+        return bool(jti) and jti in self._revoked_set(), hits, number
 
     def _revoked_set(self) -> frozenset:
         """This process's copy of the revoked jtis, reloaded when a revocation bumped the generation."""
@@ -120,10 +130,10 @@ class SqliteStore:
         """An API call's whole store work: the counts and the revocation check, then
         `decide(revoked, hits)` -> the call's journal entry (None: nothing to record), queued
         for this process's journal writer."""
-        revoked, hits = self.admit(jti, counters)
+        revoked, hits, number = self._count(jti, counters, numbered=True)
         entry = decide(revoked, hits)
         if entry is not None:
-            self.record(owner, entry)
+            self._queue(number, owner, entry)
         return revoked, hits
 
     def revoke(self, jti: str):
@@ -132,9 +142,12 @@ class SqliteStore:
 
     # --- journal -----------------------------------------------------------------------------
     def record(self, owner: str, entry: dict):
+        self._queue(self._shared.number(), owner, entry)
+
+    def _queue(self, number: int, owner: str, entry: dict):
         if self._writer.health.down:  # a call that could not be journaled is not answered
             raise StoreUnavailable("the store is down, the journal cannot be written")
-        self._writer.put(owner, json.dumps(entry))
+        self._writer.put(number, owner, json.dumps(entry))
 
     def journal(self, owner: str) -> list:
         self.wait_for_writers()
@@ -180,18 +193,18 @@ class JournalWriter:
         lock = threading.Lock()
         self._wake = threading.Condition(lock)   # the writer waits on it for rows
         self._done = threading.Condition(lock)   # flush() waits on it for a batch written
-        self._rows: list[tuple[str, str]] = []  # (owner, entry JSON), in call order
+        self._rows: list[tuple[int, str, str]] = []  # (row number, owner, entry JSON)
         self._queued = self._written = 0
         self._slot = None
         self._thread = None
         self._idle = False
         self._writes: dict[str, int] = {}  # owner -> rows written by this process, to trim
 
-    def put(self, owner: str, entry_json: str):
+    def put(self, number: int, owner: str, entry_json: str):
         with self._wake:
             if self._thread is None:
                 self._start()
-            self._rows.append((owner, entry_json))
+            self._rows.append((number, owner, entry_json))
             self._queued += 1
             self.store._shared.set_queued(self._slot, self._queued)
             if self._idle:  # wake the writer once per batch, not once per row
@@ -242,9 +255,9 @@ class JournalWriter:
         """The rows, in order, in one transaction; then trim the owners that grew past the size."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            for start in range(0, len(rows), 200):  # 400 parameters a statement, well under SQLite's cap
+            for start in range(0, len(rows), 200):  # 600 parameters a statement, well under SQLite's cap
                 chunk = rows[start:start + 200]
-                db.execute("INSERT INTO journal (owner, entry) VALUES " + ", ".join(["(?, ?)"] * len(chunk)),
+                db.execute("INSERT INTO journal (id, owner, entry) VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk)),
                            [value for row in chunk for value in row])
             self._trim(db, rows)
             db.execute("COMMIT")
@@ -258,7 +271,7 @@ class JournalWriter:
         # its rows (a rule on the global row id never trims a token whose calls alternate with another's).
         if len(self._writes) > 10_000:
             self._writes.clear()
-        for owner, _ in rows:
+        for _, owner, _ in rows:
             count = self._writes[owner] = self._writes.get(owner, 0) + 1
             if count % 50 == 0:
                 db.execute("DELETE FROM journal WHERE owner = ? AND id <= ("
