@@ -27,3 +27,9 @@ limit_request_line = 8190
 def post_fork(server, worker):
     from sandbox.errors import install_server_error_pages
     install_server_error_pages()
+    # The worker's own set-up (store connections, fixture watcher) at once, not on its first
+    # call: a worker no call has reached yet must still follow the fixture edits, or its first
+    # answers would come from the set the master loaded.
+    sandbox = getattr(worker.app.wsgi(), "extensions", {}).get("sandbox")
+    if sandbox is not None:
+        sandbox.in_worker()
