@@ -45,6 +45,14 @@ def is_case_name(name: str) -> bool:
 
 
 # --- the watcher's signature ---------------------------------------------------------------
+def case_folders(root):
+    """The folders of `root` the loader reads (DirEntry, in listing order); OSError if `root` is missing."""
+    with os.scandir(root) as folders:
+        for folder in folders:
+            if folder.name[0] != "." and folder.is_dir():
+                yield folder
+
+
 def signature(dirs) -> list:
     """Every folder the loader reads and, in it, every case file's name, size, mtime and ctime.
 
@@ -57,11 +65,9 @@ def signature(dirs) -> list:
     out = []
     for root in dirs:
         try:
-            with os.scandir(root) as folders:
-                for folder in folders:
-                    if folder.name[0] != "." and folder.is_dir():
-                        out.append(folder.name)
-                        _sign_folder(folder.path, out)
+            for folder in case_folders(root):
+                out.append(folder.name)
+                _sign_folder(folder.path, out)
         except OSError:
             out.append(None)  # a missing root: appearing later is a change too
     return out

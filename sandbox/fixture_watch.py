@@ -16,7 +16,7 @@ import errno
 import os
 import re
 
-from .fixture_files import is_case_name
+from .fixture_files import case_folders, is_case_name
 
 # Filesystems on which every change goes through this kernel, so inotify sees it.
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "bcachefs",
@@ -112,11 +112,9 @@ def _targets(dirs) -> list:
     targets = []
     for root in dirs:
         targets.append(root)
-        with os.scandir(root) as folders:
-            for folder in folders:
-                if folder.name[0] != "." and folder.is_dir():
-                    targets.append(folder.path)
-                    targets += _symlinked_cases(folder.path)
+        for folder in case_folders(root):
+            targets.append(folder.path)
+            targets += _symlinked_cases(folder.path)
     return targets
 
 
