@@ -179,3 +179,62 @@ def test_a_persona_link_opens_the_route_filled_in(start_server, browser, tmp_pat
     status, body, curl = _execute(driver, block)
     assert (status, body) == (200, V2_PAYLOAD)
     assert "identifiant=camille.essai" in curl and "recipient" not in curl
+
+
+# Holds Swagger UI's fetch of the spec until the test lets it go, so a click on "Get a token"
+# lands before the console knows the security schemes: the case a quick user or a slow
+# machine produces by chance.
+HOLD_SPEC = """
+(function () {
+  var realFetch = window.fetch;
+  window.__releaseSpec = null;
+  var released = new Promise(function (resolve) { window.__releaseSpec = resolve; });
+  window.fetch = function (input, init) {
+    var url = typeof input === "string" ? input : input.url;
+    if (url.indexOf("/openapi.yml") >= 0) {
+      return released.then(function () { return realFetch.call(window, input, init); });
+    }
+    return realFetch.call(window, input, init);
+  };
+})();
+"""
+
+
+def test_a_token_minted_before_the_spec_loaded_is_applied_once_it_has(start_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    fixtures = write_fixtures(tmp_path / "fixtures")
+    server = start_server("--fixtures", str(fixtures), "--workers", "1")
+    driver = browser
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_SPEC})
+    driver.get(server.url + "/docs")
+    _click(driver, _visible(driver, "#get-token"))
+    _visible(driver, "#token-result")
+    token = driver.find_element(By.ID, "token-value").get_attribute("value")
+    assert driver.execute_script("return window.ui.specSelectors.specJson().size") == 0, \
+        "the spec was held back, so the token came first"
+
+    driver.execute_script("window.__releaseSpec()")
+    _visible(driver, ".swagger-ui .information-container")
+    _wait(driver, lambda d: AUTHORISED_SCHEMES <= _authorised(d), "the held token was never applied")
+    applied = driver.execute_script("return window.ui.authSelectors.authorized().toJS()")
+    assert applied["apiKey"]["value"] == token
+
+
+def test_the_panel_token_is_applied_when_the_console_lost_its_own(start_server, browser, tmp_path):
+    fixtures = write_fixtures(tmp_path / "fixtures")
+    server = start_server("--fixtures", str(fixtures), "--workers", "1")
+    driver = browser
+    driver.get(server.url + "/docs")
+    _visible(driver, ".swagger-ui .information-container")
+    _click(driver, _visible(driver, "#get-token"))
+    _visible(driver, "#token-result")
+    _wait(driver, lambda d: "apiKey" in _authorised(d), "the token was never applied")
+    token = driver.execute_script("return window.ui.authSelectors.authorized().toJS().apiKey.value")
+
+    # Swagger UI's own copy gone (cleared by hand, or kept by another tab), the panel's kept.
+    driver.execute_script("localStorage.removeItem('authorized')")
+    driver.refresh()
+    _visible(driver, ".swagger-ui .information-container")
+    _wait(driver, lambda d: AUTHORISED_SCHEMES <= _authorised(d), "the panel's token was not applied")
+    assert driver.execute_script("return window.ui.authSelectors.authorized().toJS().apiKey.value") == token

@@ -7,6 +7,8 @@
   var config = JSON.parse(document.getElementById("docs-config").textContent);
   var STORED = "sandbox-token";  // what the token panel shows again after a reload
   var ui;
+  var specLoaded = false;
+  var pendingToken = null;  // minted before Swagger UI had the spec: applied once it has
 
   function $(id) { return document.getElementById(id); }
 
@@ -24,7 +26,11 @@
       // BaseLayout, not StandaloneLayout: no top bar whose box loads a spec from any URL.
       presets: [SwaggerUIBundle.presets.apis],
       layout: "BaseLayout",
-      onComplete: openRequestedOperation
+      onComplete: function () {
+        specLoaded = true;
+        applyToken();
+        openRequestedOperation();
+      }
     };
     ui = SwaggerUIBundle(options);
     window.ui = ui;  // handy from the browser console, and for tests
@@ -64,6 +70,7 @@
   // Every security scheme of the spec gets the token: apiKey (X-Api-Key) on v2, the bearer
   // schemes (jwt_bearer_token, franceConnectToken, sandboxBearer) on v3+ and the sandbox routes.
   function authorizeEverywhere(token) {
+    if (!specLoaded) { pendingToken = token; return; }
     var schemes = ui.specSelectors.specJson().getIn(["components", "securitySchemes"]);
     if (!schemes) { return; }
     var payload = {};
@@ -108,11 +115,29 @@
     });
   }
 
-  function restoreToken() {
+  function storedToken() {
     try {
       var minted = JSON.parse(localStorage.getItem(STORED) || "null");
-      if (minted && Date.parse(minted.expires_at) > Date.now()) { showToken(minted); }
+      if (minted && Date.parse(minted.expires_at) > Date.now()) { return minted; }
     } catch (e) { /* nothing stored */ }
+    return null;
+  }
+
+  function restoreToken() {
+    var minted = storedToken();
+    if (minted) { showToken(minted); }
+  }
+
+  // Once the spec is in: the token minted while it loaded, else the one the panel shows
+  // again if Swagger UI did not keep its own copy (another tab, storage cleared by hand).
+  function applyToken() {
+    var minted = storedToken();
+    if (pendingToken) {
+      authorizeEverywhere(pendingToken);
+      pendingToken = null;
+    } else if (minted && ui.authSelectors.authorized().size === 0) {
+      authorizeEverywhere(minted.token);
+    }
   }
 
   // ---- Deep links from the persona catalogue -------------------------------------------
