@@ -62,6 +62,7 @@ def main():
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
           ip_rate_limit, faults, data_dir, airtable_sync):
     """Serve the API with gunicorn."""
+    reading = None
     try:
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
                              fixtures=tuple(fixture_dirs) or None, workers=workers, redis_url=redis_url,
@@ -69,13 +70,22 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)
+        # Start-up's order: the fixture files parse in a pool while this process loads the
+        # spec; then they are checked against it in a pool while this process imports the app.
+        from .fixtures import Reading
+        from .spec import load_specs
+        reading = Reading(settings.fixtures)
+        specs = load_specs(settings.specs)
+        reading.check(specs.by_operation_id())
         from .ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
-            parse_rate(rate)  # a typo in a rate stops the start at once, before the fixtures load
+            parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built
         os.environ.update(settings.to_env())
-        from . import create_app
-        app = create_app(settings)
+        from .application import create_app
+        app = create_app(settings, reading, specs)
     except ConfigError as exc:
+        if reading is not None:
+            reading.close()
         click.echo(f"particulier-sandbox: cannot start: {exc}", err=True)
         sys.exit(2)
     from .server import run

@@ -173,15 +173,141 @@ class SchemaChecker:
 
 def read_and_check(operation_id, path: Path, checker: SchemaChecker) -> tuple:
     """(document or None, its problems, its payload's schema problems); operation_id None: no check."""
-    data, problems = read_case_file(path)
+    return _check(operation_id, read_case_file(path), checker)
+
+
+def _check(operation_id, read: tuple, checker: SchemaChecker) -> tuple:
+    data, problems = read
     if data is None or operation_id is None:
         return data, problems, []
     return data, problems, checker.problems(operation_id, data["status"], data["payload"])
 
 
 # --- reading them all ----------------------------------------------------------------------
-def read_all(jobs: list, operations: dict) -> list:
-    """read_and_check for each (operation id or None, path) of `jobs`, in their order."""
+class Parsing:
+    """The YAML of many case files, parsed in a pool of forked processes while this one does
+    something else (the parse needs no spec: start-up loads it meanwhile); then check(), once
+    the spec is loaded, checks them in a second pool while this process imports the app; and
+    results() collects both. When no pool is worth it (few files, or threads about) or one
+    breaks, the files are read or checked in this process instead: same results."""
+
+    def __init__(self, paths: list):
+        self._pool, self._chunks, self._checking = None, [], None
+        readers = _readers(len(paths))
+        if readers == 1:
+            return
+        try:
+            self._pool = _fork_pool(readers)
+            self._chunks = [(chunk, self._pool.submit(_parse_chunk, chunk)) for chunk in _chunks(paths, readers)]
+        except Exception as exc:
+            self._broken("parsing", exc)
+
+    def check(self, jobs: list, operations: dict):
+        """Start checking `jobs` ((operation id or None, path)), whose files were parsed."""
+        if self._checking is not None and self._checking[0] == jobs:
+            return
+        _oas30_validator()  # here, once: the checking pool's children inherit it
+        parsed = self._take()
+        self._checking = (jobs, operations, parsed, _start_checks(jobs, parsed, operations))
+
+    def results(self) -> list:
+        """read_and_check's result for each job given to check(), in their order."""
+        jobs, operations, parsed, running = self._checking
+        checks = None
+        if running is not None:
+            pool, futures = running
+            try:
+                checks = [problems for future in futures for problems in future.result()]
+            except Exception as exc:
+                self._broken("checking", exc)
+            finally:
+                pool.shutdown(cancel_futures=True)
+        if checks is None:
+            checker = SchemaChecker(operations)
+            return [_check(operation_id, parsed[path], checker) if path in parsed
+                    else read_and_check(operation_id, path, checker) for operation_id, path in jobs]
+        return [(*parsed[path], problems) for (_, path), problems in zip(jobs, checks)]
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+        if self._checking is not None and self._checking[3] is not None:
+            self._checking[3][0].shutdown(cancel_futures=True)
+
+    def _take(self) -> dict:
+        parsed = {}
+        try:
+            for chunk, future in self._chunks:
+                parsed.update(zip(chunk, future.result()))
+        except Exception as exc:  # the sequential read gives the same result, or raises the same error
+            self._broken("parsing", exc)
+            parsed = {}
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+        return parsed
+
+    def _broken(self, what, exc):
+        logger.warning("%s the fixtures in a pool of processes failed, doing it in this one: %s: %s",
+                       what, type(exc).__name__, exc)
+        self._chunks = []
+
+
+def _fork_pool(readers: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("fork"))
+
+
+def _chunks(items: list, readers: int) -> list:
+    size = -(-len(items) // (readers * 8))  # many chunks per reader: the last one to finish ends soon after the others
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _parse_chunk(paths: list) -> list:
+    return [read_case_file(path) for path in paths]
+
+
+# What the pools' children inherit through the fork: no pickling of the spec or of the files.
+_forked_checker = None
+_forked_parsed = None
+
+
+def _start_checks(jobs: list, parsed: dict, operations: dict):
+    """(pool, futures) checking `jobs` in a pool forked now (its children inherit the spec and
+    the parsed files, and send back only the schema problems); None: check them here."""
+    global _forked_checker, _forked_parsed
+    readers = _readers(len(jobs))
+    if readers == 1 or any(path not in parsed for _, path in jobs):
+        return None
+    _forked_checker, _forked_parsed = SchemaChecker(operations), parsed
+    try:
+        pool = _fork_pool(readers)
+        return pool, [pool.submit(_check_chunk, chunk) for chunk in _chunks(jobs, readers)]  # forks on the first
+    except Exception as exc:
+        logger.warning("checking the fixtures in a pool of processes failed, doing it in this one: %s: %s",
+                       type(exc).__name__, exc)
+        return None
+    finally:
+        _forked_checker = _forked_parsed = None
+
+
+def _check_chunk(jobs: list) -> list:
+    return [_check(operation_id, _forked_parsed[path], _forked_checker)[2] for operation_id, path in jobs]
+
+
+def read_all(jobs: list, operations: dict, parsing: Parsing | None = None) -> list:
+    """read_and_check for each (operation id or None, path) of `jobs`, in their order; the
+    files `parsing` parsed are only checked (or were already being checked)."""
+    if parsing is None:
+        return _read_all(jobs, operations)
+    parsing.check(jobs, operations)
+    return parsing.results()
+
+
+def _read_all(jobs: list, operations: dict) -> list:
     readers = _readers(len(jobs))
     if readers > 1:
         try:
@@ -203,20 +329,13 @@ def _readers(files: int) -> int:
     return min(cpus, POOL_MAX_READERS)
 
 
-_forked_checker = None  # what the pool's children inherit through the fork: no pickling of the spec
-
-
 def _read_in_pool(jobs: list, operations: dict, readers: int) -> list:
     global _forked_checker
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     _oas30_validator()  # once here, before the fork, rather than once in every child
-    size = -(-len(jobs) // (readers * 8))  # many chunks per reader: the last one to finish ends soon after the others
-    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     _forked_checker = SchemaChecker(operations)
     try:
-        with ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return [result for chunk in pool.map(_read_chunk, chunks) for result in chunk]
+        with _fork_pool(readers) as pool:
+            return [result for chunk in pool.map(_read_chunk, _chunks(jobs, readers)) for result in chunk]
     finally:
         _forked_checker = None
 

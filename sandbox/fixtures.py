@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
-from .fixture_files import CASE_SUFFIXES, Problem, is_case_name, read_all, signature  # noqa: F401
+from .fixture_files import CASE_SUFFIXES, Parsing, Problem, is_case_name, read_all, signature  # noqa: F401
 
 IGNORED_PARAMS = frozenset({"recipient", "token"})
 FRANCE_CONNECT = "france_connect"
@@ -186,13 +186,34 @@ class FixtureSet:
         return out
 
 
-def load(dirs, operations: dict) -> FixtureSet:
-    """Read every fixture folder. `operations`: x-operationId -> spec Operation."""
-    fixtures = FixtureSet(signature=signature(dirs))  # first: an edit made while we read is seen next scan
-    plan = _plan(dirs, operations)
-    folders = [step for step in plan if not isinstance(step, Problem)]
-    jobs = [(None if name == FRANCE_CONNECT else name, path) for name, files in folders for path in files]
-    results = iter(read_all(jobs, operations))  # one per job, consumed in the same order below
+class Reading:
+    """The case files of `dirs`, listed, and parsed in a pool of processes from now on: start-up
+    starts it before it loads the spec, which the parse does not need, and load() finishes it."""
+
+    def __init__(self, dirs):
+        self.dirs = [Path(d) for d in dirs]
+        self.signature = signature(self.dirs)  # first: an edit made while we read is seen next scan
+        self.listing = _listing(self.dirs)
+        self.parsing = Parsing([path for _, files in self.listing if isinstance(files, list) for path in files])
+
+    def check(self, operations: dict):
+        """Once the spec is loaded: check the parsed files against it, in a pool, from now on."""
+        self.parsing.check(_jobs(_plan(self.listing, operations)), operations)
+
+    def close(self):
+        self.parsing.close()
+
+
+def load(dirs, operations: dict, reading: Reading | None = None) -> FixtureSet:
+    """Read every fixture folder. `operations`: x-operationId -> spec Operation. `reading`:
+    the same folders' files, already being parsed."""
+    if reading is None:
+        sig, listing, parsing = signature(dirs), _listing(dirs), None  # signature first, as above
+    else:
+        sig, listing, parsing = reading.signature, reading.listing, reading.parsing
+    fixtures = FixtureSet(signature=sig)
+    plan = _plan(listing, operations)
+    results = iter(read_all(_jobs(plan), operations, parsing))  # one per job, consumed in the same order below
     for step in plan:
         if isinstance(step, Problem):
             fixtures.problems.append(step)
@@ -203,24 +224,41 @@ def load(dirs, operations: dict) -> FixtureSet:
     return fixtures
 
 
-def _plan(dirs, operations: dict) -> list:
-    """What to read, in order: (folder name, its case files), or a Problem with a whole folder."""
-    plan = []
+def _jobs(plan: list) -> list:
+    """(operation id, or None for the FranceConnect folder, path) of each file to read."""
+    return [(None if step[0] == FRANCE_CONNECT else step[0], path)
+            for step in plan if not isinstance(step, Problem) for path in step[1]]
+
+
+def _listing(dirs) -> list:
+    """[(folder, its case files, or the OSError that kept them from us)], in reading order; a
+    fixture root that is not a folder is listed as (root, None)."""
+    listing = []
     for root in map(Path, dirs):
         if not root.is_dir():
-            plan.append(Problem(root, "$", "fixture folder not found"))
+            listing.append((root, None))
             continue
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
-                files = _case_files(folder)
+                listing.append((folder, _case_files(folder)))
             except OSError as exc:  # a folder renamed or removed while we read (an editor, a sync)
-                plan.append(Problem(folder, "$", f"cannot be read: {exc.strerror}"))
-                continue
-            if folder.name == FRANCE_CONNECT or folder.name in operations:
-                plan.append((folder.name, files))
-            elif files:
-                plan.append(Problem(folder, "$", "no loaded spec has an operation with this "
-                                    "x-operationId; the folder's cases cannot be served"))
+                listing.append((folder, exc))
+    return listing
+
+
+def _plan(listing: list, operations: dict) -> list:
+    """What to read, in order: (folder name, its case files), or a Problem with a whole folder."""
+    plan = []
+    for folder, files in listing:
+        if files is None:
+            plan.append(Problem(folder, "$", "fixture folder not found"))
+        elif isinstance(files, OSError):
+            plan.append(Problem(folder, "$", f"cannot be read: {files.strerror}"))
+        elif folder.name == FRANCE_CONNECT or folder.name in operations:
+            plan.append((folder.name, files))
+        elif files:
+            plan.append(Problem(folder, "$", "no loaded spec has an operation with this "
+                                "x-operationId; the folder's cases cannot be served"))
     return plan
 
 
@@ -283,12 +321,12 @@ class Population:
     A reload that finds a fatal problem keeps the last good set serving, and says why.
     """
 
-    def __init__(self, dirs, operations: dict, reload_interval: float, logger):
+    def __init__(self, dirs, operations: dict, reload_interval: float, logger, reading: Reading | None = None):
         self.dirs = [Path(d) for d in dirs]
         self.operations = operations
         self.reload_interval = reload_interval
         self.logger = logger
-        self.current = load(self.dirs, operations)
+        self.current = load(self.dirs, operations, reading)
         self.last_problems = list(self.current.problems)
         self._thread = None
 

@@ -211,11 +211,21 @@ with mock.patch.object(fixture_files, "_readers", lambda files: 2), pooled as sp
         mock.patch.object(fixture_files.logger, "warning", side_effect=AssertionError("the pool failed")):
     in_pool = fixtures.load(dirs, operations)
 assert spy.called
-sys.stdout.buffer.write(pickle.dumps((summary(one_by_one), summary(in_pool))))
+# start-up's way: the parse started before the spec was loaded, the checks after it
+with mock.patch.object(fixture_files, "_readers", lambda files: 2), \\
+        mock.patch.object(fixture_files.logger, "warning", side_effect=AssertionError("the pool failed")):
+    reading = fixtures.Reading(dirs)
+    early_operations = load_specs(specs).by_operation_id()
+    reading.check(early_operations)
+    checking = reading.parsing._checking[3]
+    early = fixtures.load(dirs, early_operations, reading)
+assert len(reading.parsing._chunks) > 2, "the files were parsed in the pool"
+assert checking is not None and len(checking[1]) > 2, "the files were checked in the second pool"
+sys.stdout.buffer.write(pickle.dumps((summary(one_by_one), summary(in_pool), summary(early))))
 """
 
 
-def test_reading_in_a_pool_gives_the_same_fixtures_as_one_by_one():
+def test_reading_in_a_pool_and_parsing_before_the_spec_give_the_same_fixtures_as_one_by_one():
     import pickle
 
     from .conftest import REFERENCE
@@ -226,10 +236,11 @@ def test_reading_in_a_pool_gives_the_same_fixtures_as_one_by_one():
     result = subprocess.run([sys.executable, "-c", _LOAD_BOTH_WAYS, ":".join(map(str, dirs)),
                              ":".join(map(str, specs))], capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()
-    one_by_one, in_pool = pickle.loads(result.stdout)
+    one_by_one, in_pool, early = pickle.loads(result.stdout)
     assert sum(len(cases) for cases in one_by_one["cases"].values()) > 1000 and one_by_one["problems"]
     for part in one_by_one:
         assert in_pool[part] == one_by_one[part], part
+        assert early[part] == one_by_one[part], part
 
 
 def test_a_broken_pool_falls_back_to_reading_one_by_one(population, monkeypatch, caplog):
@@ -243,6 +254,22 @@ def test_a_broken_pool_falls_back_to_reading_one_by_one(population, monkeypatch,
     monkeypatch.setattr(fixture_files, "_readers", lambda files: 2)
     monkeypatch.setattr(fixture_files, "_read_in_pool", broken)
     loaded = fixtures.load([population], operations)
+    assert "no more processes" in caplog.text
+    assert [(c.id, c.payload) for c in loaded.ordered[V2_OP]] == [(c.id, c.payload) for c in expected.ordered[V2_OP]]
+
+
+def test_a_broken_early_parse_falls_back_to_reading_one_by_one(population, monkeypatch, caplog):
+    from sandbox import fixture_files, fixtures
+    from sandbox.spec import load_specs
+    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
+    expected = fixtures.load([population], operations)
+
+    class BrokenPool:
+        def __init__(self, *args, **kwargs):
+            raise OSError("no more processes")
+    monkeypatch.setattr(fixture_files, "_readers", lambda files: 2)
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", BrokenPool)
+    loaded = fixtures.load([population], operations, fixtures.Reading([population]))
     assert "no more processes" in caplog.text
     assert [(c.id, c.payload) for c in loaded.ordered[V2_OP]] == [(c.id, c.payload) for c in expected.ordered[V2_OP]]
 
