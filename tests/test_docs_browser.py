@@ -89,6 +89,13 @@ def _execute(driver, block_css):
     return int(status.text.split()[0]), json.loads(body.text), curl
 
 
+def _open_console(start_server, browser, tmp_path):
+    """A one-worker sandbox on the test's fixtures, and the browser on its /docs page."""
+    server = start_server("--fixtures", str(write_fixtures(tmp_path / "fixtures")), "--workers", "1")
+    browser.get(server.url + "/docs")
+    return server, browser
+
+
 def _authorised(driver):
     return set(driver.execute_script("return Object.keys(window.ui.authSelectors.authorized().toJS())"))
 
@@ -96,10 +103,7 @@ def _authorised(driver):
 def test_get_a_token_and_try_a_v2_and_a_v3_route(start_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    fixtures = write_fixtures(tmp_path / "fixtures")
-    server = start_server("--fixtures", str(fixtures), "--workers", "1")
-    driver = browser
-    driver.get(server.url + "/docs")
+    server, driver = _open_console(start_server, browser, tmp_path)
     _visible(driver, ".swagger-ui .information-container")
     assert driver.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title")[0].text.startswith("API Particulier")
 
@@ -150,10 +154,7 @@ def test_get_a_token_and_try_a_v2_and_a_v3_route(start_server, browser, tmp_path
 def test_a_persona_link_opens_the_route_filled_in(start_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    fixtures = write_fixtures(tmp_path / "fixtures")
-    server = start_server("--fixtures", str(fixtures), "--workers", "1")
-    driver = browser
-    driver.get(server.url + "/docs")
+    server, driver = _open_console(start_server, browser, tmp_path)
     _click(driver, _visible(driver, "#get-token"))
     _visible(driver, "#token-result")
     token = driver.find_element(By.ID, "token-value").get_attribute("value")
@@ -222,10 +223,7 @@ def test_a_token_minted_before_the_spec_loaded_is_applied_once_it_has(start_serv
 
 
 def test_the_panel_token_is_applied_when_the_console_lost_its_own(start_server, browser, tmp_path):
-    fixtures = write_fixtures(tmp_path / "fixtures")
-    server = start_server("--fixtures", str(fixtures), "--workers", "1")
-    driver = browser
-    driver.get(server.url + "/docs")
+    server, driver = _open_console(start_server, browser, tmp_path)
     _visible(driver, ".swagger-ui .information-container")
     _click(driver, _visible(driver, "#get-token"))
     _visible(driver, "#token-result")
