@@ -56,7 +56,7 @@ def seconds(text: str) -> float:
 
 
 # --- start-up ---------------------------------------------------------------------------------
-def measure_startup(tmp: Path, repeats=3) -> list[tuple[str, list[float]]]:
+def measure_startup(tmp: Path, repeats=5) -> list[tuple[str, list[float]]]:
     """Seconds from process start to the first 200 on /api/ping, the production command."""
     setups = [("bundled spec + fixtures", [])]
     if STAGING.is_dir():
