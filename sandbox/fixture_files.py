@@ -3,8 +3,9 @@ watcher whether any of them changed.
 
 Reading is most of a start-up: about half a millisecond of YAML parsing per file, then the
 schema check, for some 2,000 files when the official staging folders are served. Files are
-independent, so a start-up with many of them reads them in a pool of forked processes, one per
-CPU, which send back plain data; fixtures.load assembles it exactly as a sequential read would.
+independent, so a load of many of them parses them in a pool of forked processes, one per CPU,
+then checks them in a second pool once the spec is known (Parsing); fixtures.load assembles
+what they send back exactly as a sequential read would.
 Only a process with a single thread forks (a lock held by another thread at the fork stays
 held in the child forever): hot reloads, which run in the watcher thread, read sequentially.
 """
@@ -192,7 +193,9 @@ class Parsing:
     breaks, the files are read or checked in this process instead: same results."""
 
     def __init__(self, paths: list):
-        self._pool, self._chunks, self._checking = None, [], None
+        self._pool, self._chunks = None, []
+        self._jobs = self._operations = self._parsed = None
+        self._check_pool, self._checks = None, []
         readers = _readers(len(paths))
         if readers == 1:
             return
@@ -200,40 +203,37 @@ class Parsing:
             self._pool = _fork_pool(readers)
             self._chunks = [(chunk, self._pool.submit(_parse_chunk, chunk)) for chunk in _chunks(paths, readers)]
         except Exception as exc:
-            self._broken("parsing", exc)
+            _pool_failed("parsing", exc)
+            self._chunks = []
 
     def check(self, jobs: list, operations: dict):
         """Start checking `jobs` ((operation id or None, path)), whose files were parsed."""
-        if self._checking is not None and self._checking[0] == jobs:
+        if self._jobs == jobs:
             return
         _oas30_validator()  # here, once: the checking pool's children inherit it
-        parsed = self._take()
-        self._checking = (jobs, operations, parsed, _start_checks(jobs, parsed, operations))
+        self._jobs, self._operations, self._parsed = jobs, operations, self._take()
+        self._check_pool, self._checks = _start_checks(jobs, self._parsed, operations)
 
     def results(self) -> list:
         """read_and_check's result for each job given to check(), in their order."""
-        jobs, operations, parsed, running = self._checking
+        jobs, parsed = self._jobs, self._parsed
         checks = None
-        if running is not None:
-            pool, futures = running
+        if self._check_pool is not None:
             try:
-                checks = [problems for future in futures for problems in future.result()]
+                checks = [problems for future in self._checks for problems in future.result()]
             except Exception as exc:
-                self._broken("checking", exc)
+                _pool_failed("checking", exc)
             finally:
-                pool.shutdown(cancel_futures=True)
+                self._check_pool = _shut(self._check_pool)
         if checks is None:
-            checker = SchemaChecker(operations)
+            checker = SchemaChecker(self._operations)
             return [_check(operation_id, parsed[path], checker) if path in parsed
                     else read_and_check(operation_id, path, checker) for operation_id, path in jobs]
         return [(*parsed[path], problems) for (_, path), problems in zip(jobs, checks)]
 
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-        if self._checking is not None and self._checking[3] is not None:
-            self._checking[3][0].shutdown(cancel_futures=True)
+        self._pool = _shut(self._pool)
+        self._check_pool = _shut(self._check_pool)
 
     def _take(self) -> dict:
         parsed = {}
@@ -241,24 +241,27 @@ class Parsing:
             for chunk, future in self._chunks:
                 parsed.update(zip(chunk, future.result()))
         except Exception as exc:  # the sequential read gives the same result, or raises the same error
-            self._broken("parsing", exc)
+            _pool_failed("parsing", exc)
             parsed = {}
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
-                self._pool = None
+            self._pool = _shut(self._pool)
         return parsed
-
-    def _broken(self, what, exc):
-        logger.warning("%s the fixtures in a pool of processes failed, doing it in this one: %s: %s",
-                       what, type(exc).__name__, exc)
-        self._chunks = []
 
 
 def _fork_pool(readers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     return ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("fork"))
+
+
+def _shut(pool) -> None:
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
+
+
+def _pool_failed(what: str, exc: Exception):
+    logger.warning("%s the fixtures in a pool of processes failed, doing it in this one: %s: %s",
+                   what, type(exc).__name__, exc)
 
 
 def _chunks(items: list, readers: int) -> list:
@@ -270,53 +273,31 @@ def _parse_chunk(paths: list) -> list:
     return [read_case_file(path) for path in paths]
 
 
-# What the pools' children inherit through the fork: no pickling of the spec or of the files.
+# What the checking pool's children inherit through the fork: no pickling of the spec or of the files.
 _forked_checker = None
 _forked_parsed = None
 
 
-def _start_checks(jobs: list, parsed: dict, operations: dict):
+def _start_checks(jobs: list, parsed: dict, operations: dict) -> tuple:
     """(pool, futures) checking `jobs` in a pool forked now (its children inherit the spec and
-    the parsed files, and send back only the schema problems); None: check them here."""
+    the parsed files, and send back only the schema problems); (None, []): check them here."""
     global _forked_checker, _forked_parsed
     readers = _readers(len(jobs))
     if readers == 1 or any(path not in parsed for _, path in jobs):
-        return None
+        return None, []
     _forked_checker, _forked_parsed = SchemaChecker(operations), parsed
     try:
         pool = _fork_pool(readers)
         return pool, [pool.submit(_check_chunk, chunk) for chunk in _chunks(jobs, readers)]  # forks on the first
     except Exception as exc:
-        logger.warning("checking the fixtures in a pool of processes failed, doing it in this one: %s: %s",
-                       type(exc).__name__, exc)
-        return None
+        _pool_failed("checking", exc)
+        return None, []
     finally:
         _forked_checker = _forked_parsed = None
 
 
 def _check_chunk(jobs: list) -> list:
     return [_check(operation_id, _forked_parsed[path], _forked_checker)[2] for operation_id, path in jobs]
-
-
-def read_all(jobs: list, operations: dict, parsing: Parsing | None = None) -> list:
-    """read_and_check for each (operation id or None, path) of `jobs`, in their order; the
-    files `parsing` parsed are only checked (or were already being checked)."""
-    if parsing is None:
-        return _read_all(jobs, operations)
-    parsing.check(jobs, operations)
-    return parsing.results()
-
-
-def _read_all(jobs: list, operations: dict) -> list:
-    readers = _readers(len(jobs))
-    if readers > 1:
-        try:
-            return _read_in_pool(jobs, operations, readers)
-        except Exception as exc:  # the sequential read gives the same result, or raises the same error
-            logger.warning("reading the fixtures in %d processes failed, reading them in this one: %s: %s",
-                           readers, type(exc).__name__, exc)
-    checker = SchemaChecker(operations)
-    return [read_and_check(operation_id, path, checker) for operation_id, path in jobs]
 
 
 def _readers(files: int) -> int:
@@ -328,17 +309,3 @@ def _readers(files: int) -> int:
         cpus = os.cpu_count() or 1
     return min(cpus, POOL_MAX_READERS)
 
-
-def _read_in_pool(jobs: list, operations: dict, readers: int) -> list:
-    global _forked_checker
-    _oas30_validator()  # once here, before the fork, rather than once in every child
-    _forked_checker = SchemaChecker(operations)
-    try:
-        with _fork_pool(readers) as pool:
-            return [result for chunk in pool.map(_read_chunk, _chunks(jobs, readers)) for result in chunk]
-    finally:
-        _forked_checker = None
-
-
-def _read_chunk(jobs: list) -> list:
-    return [read_and_check(operation_id, path, _forked_checker) for operation_id, path in jobs]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
-from .fixture_files import CASE_SUFFIXES, Parsing, Problem, is_case_name, read_all, signature  # noqa: F401
+from .fixture_files import CASE_SUFFIXES, Parsing, Problem, is_case_name, signature  # noqa: F401
 
 IGNORED_PARAMS = frozenset({"recipient", "token"})
 FRANCE_CONNECT = "france_connect"
@@ -206,14 +206,17 @@ class Reading:
 
 def load(dirs, operations: dict, reading: Reading | None = None) -> FixtureSet:
     """Read every fixture folder. `operations`: x-operationId -> spec Operation. `reading`:
-    the same folders' files, already being parsed."""
-    if reading is None:
-        sig, listing, parsing = signature(dirs), _listing(dirs), None  # signature first, as above
-    else:
-        sig, listing, parsing = reading.signature, reading.listing, reading.parsing
-    fixtures = FixtureSet(signature=sig)
-    plan = _plan(listing, operations)
-    results = iter(read_all(_jobs(plan), operations, parsing))  # one per job, consumed in the same order below
+    the same folders' files, already being parsed (start-up); else they are read now."""
+    own = reading is None
+    reading = reading or Reading(dirs)
+    try:
+        fixtures = FixtureSet(signature=reading.signature)
+        plan = _plan(reading.listing, operations)
+        reading.parsing.check(_jobs(plan), operations)
+        results = iter(reading.parsing.results())  # one per job, consumed in the same order below
+    finally:
+        if own:
+            reading.close()
     for step in plan:
         if isinstance(step, Problem):
             fixtures.problems.append(step)

@@ -206,7 +206,7 @@ dirs, specs = sys.argv[1].split(":"), sys.argv[2].split(":")
 operations = load_specs(specs).by_operation_id()
 with mock.patch.object(fixture_files, "_readers", lambda files: 1):
     one_by_one = fixtures.load(dirs, operations)
-pooled = mock.patch.object(fixture_files, "_read_in_pool", wraps=fixture_files._read_in_pool)
+pooled = mock.patch.object(fixture_files, "_start_checks", wraps=fixture_files._start_checks)
 with mock.patch.object(fixture_files, "_readers", lambda files: 2), pooled as spy, \\
         mock.patch.object(fixture_files.logger, "warning", side_effect=AssertionError("the pool failed")):
     in_pool = fixtures.load(dirs, operations)
@@ -217,10 +217,10 @@ with mock.patch.object(fixture_files, "_readers", lambda files: 2), \\
     reading = fixtures.Reading(dirs)
     early_operations = load_specs(specs).by_operation_id()
     reading.check(early_operations)
-    checking = reading.parsing._checking[3]
+    checking = reading.parsing._check_pool, reading.parsing._checks
     early = fixtures.load(dirs, early_operations, reading)
 assert len(reading.parsing._chunks) > 2, "the files were parsed in the pool"
-assert checking is not None and len(checking[1]) > 2, "the files were checked in the second pool"
+assert checking[0] is not None and len(checking[1]) > 2, "the files were checked in the second pool"
 sys.stdout.buffer.write(pickle.dumps((summary(one_by_one), summary(in_pool), summary(early))))
 """
 
@@ -252,7 +252,7 @@ def test_a_broken_pool_falls_back_to_reading_one_by_one(population, monkeypatch,
     def broken(*args):
         raise OSError("no more processes")
     monkeypatch.setattr(fixture_files, "_readers", lambda files: 2)
-    monkeypatch.setattr(fixture_files, "_read_in_pool", broken)
+    monkeypatch.setattr(fixture_files, "_fork_pool", broken)
     loaded = fixtures.load([population], operations)
     assert "no more processes" in caplog.text
     assert [(c.id, c.payload) for c in loaded.ordered[V2_OP]] == [(c.id, c.payload) for c in expected.ordered[V2_OP]]
