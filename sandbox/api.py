@@ -1,21 +1,19 @@
-"""The request pipeline of an API route:
+"""The API itself: every route of the loaded specs, as a plain WSGI application.
 
-authenticate -> scopes -> validate -> fault -> match -> mask, then ONE store round trip that
-checks revocation, counts the call (rate limit) and journals it with its final status.
+router (ApiApp.route) -> pipeline (Pipeline.handle), one straight line per call:
+
+    authenticate -> authorize (scopes) -> validate -> fault or match -> mask,
+    then count, judge and record: ONE store step checks the revocation, counts the call in
+    its rate-limit windows and journals it with its final status.
 
 Each step raises ApiError to stop; the error is rendered in the route's own format. The
-answer is worked out before the store is asked, and the store's verdict wins: a revoked
-token or a call over its limit is answered 401 / 429 whatever the call asked, exactly as
-when the limit was checked first (the steps before the store have no side effect). Latency
-(fixture `latency_ms`, fault `latency=`) is waited after the call is counted.
+answer is worked out before the store is asked, and the store's verdict wins: a revoked token
+or a call over its limit is answered 401 / 429 whatever the call asked, exactly as when the
+limit was checked first (the steps before the store have no side effect). Latency (fixture
+`latency_ms`, fault `latency=`) is waited after the call is counted.
 
-A masked payload is serialised once per (case, scopes held) and kept; a miss's near-miss
-report once per (operation, parameters).
-
-FastPath serves a GET on an API route straight from the WSGI environ: no Flask request
-context, URL map, session or Response object. It is used only while the app's request hooks
-and the route's view are the ones create_app installed; anything else goes through Flask.
-Code run by the pipeline must therefore take the request it is given, not flask.request.
+This app is werkzeug's Request/Response and nothing else: the sandbox's own pages (/sandbox,
+/docs) are the Flask app beside it (application.dispatch picks one per request).
 """
 from __future__ import annotations
 
@@ -24,10 +22,11 @@ import logging
 import random
 import time
 
-from flask import Response, request as flask_request
-from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
 
-from . import errors, faults
+from . import dates, errors, faults
 from .errors import ApiError
 from .fixtures import request_key
 from .scopes import NothingVisible
@@ -43,26 +42,18 @@ class Pipeline:
         self.settings = settings
         self.auth = authenticator
         self.limiter = limiter
+        self.store = limiter.store
         self.catalogue = catalogue
         self.population = population
         self.journal = journal
         self._memo_for = None
-        self._rendered = {}    # (case, held) -> (status, body)
+        self._rendered = {}    # (case, scopes held) -> (status, body): a masked payload is serialised once
         self._near_miss = {}   # (operation id, request key) -> (near miss, header value)
-
-    def view_for(self, op):
-        def view(**_path_params):
-            # the request itself rather than the context-bound proxy, which resolves on each use
-            status, body, headers = self.handle(op, flask_request._get_current_object())
-            return Response(body, status, headers, content_type=JSON)
-        view.__name__ = f"api_{op.method}_{op.path}"
-        view.operation = op  # FastPath serves the route by itself while this view is the route's
-        return view
 
     def handle(self, op, request) -> tuple[int, bytes, dict]:
         """One API call -> (status, body, headers)."""
         status, body, headers = self._handle(op, request)
-        headers["X-Request-ID"] = f"{random.getrandbits(128):032x}"  # 32 hex digits, as uuid4().hex; no syscall
+        headers["X-Request-ID"] = f"{random.getrandbits(128):032x}"  # 32 hex digits, as uuid4().hex
         return status, body, headers
 
     def _handle(self, op, request):
@@ -74,13 +65,12 @@ class Pipeline:
             return self._error(op, error)  # no caller: neither counted nor journaled
 
         case = near_miss = fault = None
-        throttled = False
         try:
             held = self.catalogue.authorize(identity, op.operation_id)
             op.validate(request.args, request.headers)
             fault = faults.from_request(request.headers) if self.settings.faults else None
             if fault and fault.kind == faults.API_RATE_LIMITED:
-                status, body, headers, throttled = 429, b"", {}, True  # rendered once the count is known
+                status, body, headers = 429, b"", {}  # rendered once the count is known
             elif fault and fault.kind:
                 status, body = self._provider_fault(op, fault.kind)
                 headers = {}
@@ -90,28 +80,18 @@ class Pipeline:
         except ApiError as error:
             status, body, headers = self._error(op, error)
 
-        verdict = []
-
-        def decide(revoked, hits):
-            try:
-                verdict.append(self.limiter.judge(revoked, hits, amounts))
-            except ApiError as error:  # revoked, or over a limit: that is the answer
-                verdict.append(error)
-                return self.journal.entry(request, errors.render(error, op.v3)[0])
-            return self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
-
-        counters, amounts = self.limiter.counters(identity, request.remote_addr or "-")
+        entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
+        call = self.limiter.call(identity, request.remote_addr or "-", identity.key, entry)
         try:
-            self.limiter.store.settle(self.limiter.revocable(identity), counters, identity.key, decide)
+            decision = self.limiter.judge(call, *self.store.count(call))
         except StoreUnavailable:
             return self._error(op, ApiError("store_unavailable"))
-        decision = verdict[0]
-        if isinstance(decision, ApiError):
-            return self._error(op, decision)
+        except ApiError as error:  # revoked, or over a limit: that is the answer
+            return self._error(op, error)
 
         if fault and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)
-        if throttled:
+        if fault and fault.kind == faults.API_RATE_LIMITED:
             status, body, headers = self._error(op, faults.api_rate_limited(decision))
         elif case is not None and case.latency_ms:
             time.sleep(min(case.latency_ms, faults.MAX_LATENCY_MS) / 1000)
@@ -168,10 +148,11 @@ class Pipeline:
 
     def _render(self, op, case, held):
         self._memos()
-        key = (case, held)
+        day = dates.today() if case.dated else None  # relative dates: one rendering per day
+        key = (case, held, day)
         cached = self._rendered.get(key)
         if cached is None:
-            payload = case.payload
+            payload = case.payload_on(day) if day else case.payload
             scopes = self.catalogue.get(op.operation_id)
             if case.status == 200 and scopes is not None:
                 payload = scopes.mask(payload, held)
@@ -189,63 +170,44 @@ class Pipeline:
         return status, errors.dumps(payload)
 
 
-def status_line(code: int) -> str:
-    """The status line werkzeug's Response would send for `code`."""
-    line = _STATUS_LINES.get(code)
-    if line is None:
-        reason = HTTP_STATUS_CODES.get(code)
-        line = _STATUS_LINES[code] = f"{code} {reason.upper()}" if reason else f"{code} UNKNOWN"
-    return line
+class ApiApp:
+    """The router and the WSGI side: a request of an API route -> the pipeline -> a Response."""
 
+    def __init__(self, operations, pipeline: Pipeline, cors):
+        self.pipeline = pipeline
+        self.cors = cors  # request -> CORS headers of the answer (application.cors_headers)
+        self.operations = list(operations)
+        self.url_map = Map([Rule(op.path.replace("{", "<").replace("}", ">"), endpoint=index, methods=[op.method])
+                            for index, op in enumerate(self.operations)], strict_slashes=False)
 
-_STATUS_LINES: dict[int, str] = {}
-
-
-class FastPath:
-    """WSGI middleware in front of Flask: a GET on an API route goes straight to the pipeline.
-
-    `extra_headers(origin, method)` -> the headers Flask's after_request adds (nosniff, CORS).
-    The bypass holds only while the app-wide request hooks and the route's view function are
-    the ones seen at start-up; a hook or view added later (an extension, a test) is honoured
-    by sending the call through Flask.
-    """
-
-    def __init__(self, app, sandbox, extra_headers):
-        self.app = app
-        self.wrapped = app.wsgi_app
-        self.sandbox = sandbox
-        self.extra_headers = extra_headers
-        self.routes = {}
-        for rule in app.url_map.iter_rules():
-            op = getattr(app.view_functions.get(rule.endpoint), "operation", None)
-            if op is not None and op.method == "GET" and "{" not in op.path:
-                self.routes[op.path] = (op, rule.endpoint, app.view_functions[rule.endpoint])
-        self._hooks = self._current_hooks()
-
-    def _current_hooks(self):
-        app = self.app
-        return (list(app.before_request_funcs.get(None, ())), list(app.after_request_funcs.get(None, ())),
-                list(app.teardown_request_funcs.get(None, ())), list(app.url_value_preprocessors.get(None, ())))
-
-    def __call__(self, environ, start_response):
-        if environ.get("REQUEST_METHOD") == "GET":
-            route = self.routes.get(environ.get("PATH_INFO"))
-            if (route is not None and self.app.view_functions.get(route[1]) is route[2]
-                    and self._current_hooks() == self._hooks):
-                return self._serve(route[0], environ, start_response)
-        return self.wrapped(environ, start_response)
-
-    def _serve(self, op, environ, start_response):
-        request = self.app.request_class(environ)
+    def route(self, environ):
+        """The operation of the request's path and method; None when the path is not the API's
+        (the Flask app answers it); MethodNotAllowed when the path is but the method is not."""
         try:
-            self.sandbox.in_worker()
-            status, body, headers = self.sandbox.pipeline.handle(op, request)
-        except Exception:  # as Flask's errorhandler(Exception) answers it
+            index, _ = self.url_map.bind_to_environ(environ).match()
+        except NotFound:
+            return None
+        return self.operations[index]
+
+    def __call__(self, environ, start_response, op=None):
+        request = Request(environ)
+        try:
+            op = op or self.route(environ)
+            status, body, headers = self.pipeline.handle(op, request)
+        except MethodNotAllowed as error:
+            status, body, headers = self._method_not_allowed(request, error)
+        except Exception:  # a bug must still answer in the API's format, and be logged
             logger.exception("unexpected error on %s %s", request.method, request.path)
-            status, payload = errors.render(ApiError("internal"), v3=op.v3)
+            status, payload = errors.render(ApiError("internal"), v3=not request.path.startswith("/api/"))
             body, headers = errors.dumps(payload), {}
-        out = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
-        out.extend(headers.items())
-        out.extend(self.extra_headers(environ.get("HTTP_ORIGIN"), "GET"))
-        start_response(status_line(status), out)
-        return [body]
+        response = Response(body, status, headers, content_type=JSON)
+        response.headers.extend(self.cors(request))
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response(environ, start_response)
+
+    @staticmethod
+    def _method_not_allowed(request, error):
+        if request.method == "OPTIONS":  # a CORS preflight: its headers are added by the caller
+            return 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ()))}
+        status, payload = errors.render(ApiError("method_not_allowed"), v3=not request.path.startswith("/api/"))
+        return status, errors.dumps(payload), {"Allow": ", ".join(sorted(error.valid_methods or ()))}

@@ -1,19 +1,25 @@
-"""The app factory: the Sandbox built once at start-up, and the Flask app around its pipeline."""
+"""The app factory: the Sandbox built once at start-up, the API app, and the Flask app beside it.
+
+    dispatch ─┬─ a path of an API route ──> api.ApiApp (werkzeug only: the pipeline)
+              └─ anything else ───────────> Flask: /sandbox/*, /docs, /openapi.yml, /, errors
+"""
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import threading
+import re
 
 import yaml
 from flask import Flask, Response, request
+from flask_cors import CORS
+from flask_cors.core import get_cors_headers, get_cors_options
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import errors
-from .api import FastPath, Pipeline
+from .api import ApiApp, Pipeline
 from .auth import Authenticator
 from .errors import ApiError
-from .fixtures import Population, Reading
+from .fixtures import Population
 from .journal import Journal
 from .ratelimit import RateLimiter
 from .scopes import ScopeCatalogue
@@ -22,133 +28,112 @@ from .spec import load_specs
 from .store import open_store
 
 logger = logging.getLogger("sandbox")
-CORS_HEADERS = "Authorization, X-Api-Key, Content-Type, Cache-Control, Prefer, X-Sandbox-Fault"
-EXPOSED = ("RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, X-Request-ID, "
-           "X-Sandbox-Case, X-Sandbox-Near-Miss, X-Sandbox-Fixture-Invalid")
+# Production's own origins (siade/config/initializers/cors.rb): a browser app elsewhere is
+# refused there, so it is refused here too unless SANDBOX_CORS_ORIGINS names it.
+PRODUCTION_ORIGINS = [r"^https?://(staging\.)?api\.gouv\.fr$", r"^https?://([a-z0-9-]+\.)*entreprise\.api\.gouv\.fr$"]
+EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID",
+           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Fixture-Invalid"]
 
 
 class Sandbox:
     """Everything built once at start-up, shared by the request steps."""
 
-    def __init__(self, settings: Settings, reading: Reading | None = None, specs=None):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        reading = reading or Reading(settings.fixtures)  # the case files parse in a pool while the spec loads
-        try:
-            self.store = open_store(settings)  # first: an unreachable Redis stops the start at once
-            self.specs = specs or load_specs(settings.specs)
-            self.operations = self.specs.by_operation_id()
-            self.catalogue = ScopeCatalogue()
-            self.population = Population(settings.fixtures, self.operations, settings.reload_interval, logger,
-                                         reading)
-        finally:
-            reading.close()
+        self.store = open_store(settings)  # first: an unreachable Redis stops the start at once
+        self.specs = load_specs(settings.specs)
+        self.operations = self.specs.by_operation_id()
+        self.catalogue = ScopeCatalogue()
+        self.population = Population(settings.fixtures, self.operations, settings.reload_interval, logger)
         fatal = self.population.current.fatal
         if fatal:
             raise ConfigError("the fixtures are broken, the sandbox will not serve them:\n  "
                               + "\n  ".join(map(str, fatal)))
-        for problem in self.population.current.problems:
+        problems = self.population.current.check() if settings.strict else self.population.current.problems
+        for problem in problems:
             logger.warning("fixture problem: %s", problem)
+        if settings.strict and problems:
+            raise ConfigError(f"--strict: {len(problems)} fixture problem(s), listed above")
         self.secret = settings.resolved_secret()
         self.authenticator = Authenticator(self.secret, settings.static_tokens, self.population.france_connect)
         self.limiter = RateLimiter(self.store, settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit)
         self.journal = Journal(self.store)
         self.pipeline = Pipeline(settings, self.authenticator, self.limiter, self.catalogue,
                                  self.population, self.journal)
-        self._spec_yaml = None
-        self._spec_yaml_lock = threading.Lock()
-        self._pid = None
 
-    @property
+    @functools.cached_property
     def spec_yaml(self) -> bytes:
-        """The merged spec /openapi.yml serves, dumped on first use: 0.2 s a start-up need not pay."""
-        with self._spec_yaml_lock:
-            if self._spec_yaml is None:
-                self._spec_yaml = yaml.dump(self.specs.document, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                                            sort_keys=False, allow_unicode=True).encode()
-            return self._spec_yaml
+        """The merged spec /openapi.yml serves, dumped on first use (0.2 s a start-up need not pay)."""
+        return yaml.dump(self.specs.document, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                         sort_keys=False, allow_unicode=True).encode()
 
-    def in_worker(self):
-        """Per-process set-up, done on the first request of each (forked) worker."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self.store.reset_after_fork()
+    def start(self):
+        """This process's own threads: the fixture watcher, the Airtable sync. Called in each
+        gunicorn worker after the fork (threads do not survive one), or at once outside gunicorn."""
         self.population.start_watching()
         if self.settings.airtable_sync:  # `serve --airtable-sync SECONDS`: periodic pull, one worker at a time
-            from .airtable import start_sync  # only then: the package is ~0.1 s of imports
+            from .airtable.sync import start_sync
             start_sync(self)
 
 
-def create_app(settings: Settings | None = None, reading: Reading | None = None, specs=None) -> Flask:
-    """`reading`: the fixture files of `settings`, already being parsed or checked, and
-    `specs`: its specs, already loaded (see cli.serve)."""
+def create_app(settings: Settings | None = None, start: bool = True):
+    """The WSGI application (a Flask app whose wsgi_app dispatches API routes to the API app).
+    start=False: the caller starts the sandbox's threads itself (gunicorn's post_fork)."""
     settings = settings or Settings.from_env()
-    sandbox = Sandbox(settings, reading, specs)
+    sandbox = Sandbox(settings)
     app = Flask(__name__)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.extensions["sandbox"] = sandbox
-    for op in sandbox.specs.operations:
-        if op.is_api:
-            rule = op.path.replace("{", "<").replace("}", ">")
-            app.add_url_rule(rule, endpoint=f"{op.method} {op.path}", view_func=sandbox.pipeline.view_for(op),
-                             methods=[op.method])
-    from . import docs, routes
+    from . import docs, franceconnect, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(docs.bp)
-    extra_headers = _install_handlers(app, sandbox)
-    app.wsgi_app = FastPath(app, sandbox, extra_headers)  # API GETs skip Flask's per-request work
+    app.register_blueprint(franceconnect.blueprint(sandbox))
+    _install_handlers(app)
+    origins = PRODUCTION_ORIGINS + [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    cors = {"origins": origins, "expose_headers": EXPOSED, "max_age": 600}
+    CORS(app, resources={r"/openapi.yml": {**cors, "origins": "*"}, r"/*": cors})
+    api_cors = get_cors_options(app, cors)
+    api = ApiApp([op for op in sandbox.specs.operations if op.is_api], sandbox.pipeline,
+                 lambda req: get_cors_headers(api_cors, req.headers, req.method).items(multi=True))
+    app.wsgi_app = _dispatch(api, app.wsgi_app)
+    if start:
+        sandbox.start()
     return app
 
 
-def _install_handlers(app, sandbox):
-    origins = [o.strip() for o in settings_origins(sandbox.settings)]
+def _dispatch(api: ApiApp, flask_app):
+    def dispatch(environ, start_response):
+        try:
+            op = api.route(environ)
+        except MethodNotAllowed:
+            return api(environ, start_response)  # an API path: the API answers 405 (or a CORS preflight)
+        if op is None:
+            return flask_app(environ, start_response)
+        return api(environ, start_response, op)
+    return dispatch
 
-    def extra_headers(origin, method) -> list:
-        """What every answer carries on top of its own headers: nosniff, and CORS."""
-        out = [("X-Content-Type-Options", "nosniff")]
-        if origin and ("*" in origins or origin in origins):
-            out.append(("Access-Control-Allow-Origin", "*" if "*" in origins else origin))
-            out.append(("Access-Control-Expose-Headers", EXPOSED))
-            if method == "OPTIONS":
-                out.append(("Access-Control-Allow-Headers", CORS_HEADERS))
-                out.append(("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"))
-                out.append(("Access-Control-Max-Age", "600"))
-        return out
 
-    @app.before_request
-    def _per_worker():
-        sandbox.in_worker()
-
+def _install_handlers(app):
     @app.after_request
-    def _headers(response):
-        for name, value in extra_headers(request.headers.get("Origin"), request.method):
-            response.headers[name] = value
+    def _nosniff(response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    @app.errorhandler(HTTPException)
-    def _http_error(error):
-        if not request.path.startswith(("/api/", "/v", "/sandbox/")):
-            return error
-        kind = {404: "route_not_found", 405: "method_not_allowed"}.get(error.code)
-        if kind is None:
-            return error
-        status, payload = errors.render(ApiError(kind), v3=not request.path.startswith(("/api/", "/sandbox/")))
+    @app.errorhandler(Exception)
+    def _error(error):
+        """Unknown routes and methods of the API's paths, and bugs, in the API's own format."""
+        api_path = request.path.startswith(("/api/", "/sandbox/")) or re.match(r"/v\d+/", request.path)
+        v3 = not request.path.startswith(("/api/", "/sandbox/"))
+        if isinstance(error, HTTPException):
+            kind = {404: "route_not_found", 405: "method_not_allowed"}.get(error.code)
+            if kind is None or not api_path:
+                return error
+        else:
+            logger.exception("unexpected error on %s %s", request.method, request.path)
+            kind = "internal"
+        status, payload = errors.render(ApiError(kind), v3=v3)
         headers = {}
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return Response(errors.dumps(payload), status, headers, content_type="application/json; charset=utf-8")
-
-    @app.errorhandler(Exception)
-    def _unexpected(error):
-        if isinstance(error, HTTPException):
-            return error
-        logger.exception("unexpected error on %s %s", request.method, request.path)
-        status, payload = errors.render(ApiError("internal"), v3=not request.path.startswith(("/api/", "/sandbox/")))
-        return Response(errors.dumps(payload), status, content_type="application/json; charset=utf-8")
-
-    return extra_headers
-
-
-def settings_origins(settings):
-    return [o for o in settings.cors_origins.split(",") if o.strip()] if settings.cors_origins else []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,16 +49,26 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
+_BEARER = re.compile(r"Bearer (.+)")
+
+
+def bearer_token(headers) -> str | None:
+    """`Authorization: Bearer <token>` exactly as production reads it (concerns/handle_tokens.rb):
+    "Bearer" with a capital B and one space; anything else is no Bearer token at all."""
+    found = _BEARER.fullmatch(headers.get("Authorization") or "")
+    return found.group(1) if found else None
+
+
 def extract(request, op) -> tuple[str | None, str | None]:
-    """(token, where) from the places the route's version accepts."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip(), "bearer"
-    if op is None or not op.v3:
-        if request.headers.get("X-Api-Key"):
-            return request.headers["X-Api-Key"], "api_key"
-        if request.args.get("token"):
-            return request.args["token"], "query_token"
+    """(token, where): Bearer, then X-Api-Key, then ?token=, on every version
+    (siade/app/lib/user_resolution_middleware.rb); an empty value counts as none."""
+    bearer = bearer_token(request.headers)
+    if bearer:
+        return bearer, "bearer"
+    if request.headers.get("X-Api-Key"):
+        return request.headers["X-Api-Key"], "api_key"
+    if request.args.get("token"):
+        return request.args["token"], "query_token"
     return None, None
 
 
@@ -102,25 +113,41 @@ class Authenticator:
             raise ApiError("invalid_token")
         return claims
 
+    oidc = None  # the built-in FranceConnect (sandbox.franceconnect), set when its blueprint is made
+
     def france_connect(self, token: str) -> Identity | None:
         identity = self._france_connect(token)
         if identity is None:
-            return None
+            # an access token of the built-in FranceConnect: its Identity, or ApiError when expired/revoked
+            return self.oidc.api_identity(token) if self.oidc is not None else None
         scopes = frozenset(str(identity.get("scope", "")).split())
         return Identity(key="fc-" + digest(token)[:16], scopes=scopes, kind="france_connect",
                         france_connect=identity)
 
     def authenticate(self, request, op) -> Identity:
-        """The pipeline's auth step for an API route."""
+        """The pipeline's auth step for an API route, in production's order
+        (concerns/api_particulier/france_connectable.rb, concerns/handle_tokens.rb)."""
         token, where = extract(request, op)
+        if op.france_connect and where == "bearer":
+            # any Bearer on a FranceConnect-capable route is a FranceConnect token: an API
+            # Particulier token sent there as Bearer is refused, as production does
+            identity = self.france_connect(token)
+            if identity is None:
+                raise ApiError("france_connect_unknown")
+            return identity
+        if op.france_connect_only and token:
+            # production's controller then reads a FranceConnect identity it does not have and
+            # fails with a 500: no call succeeds this way; the sandbox says why instead
+            raise ApiError("invalid_token", detail="Cette route n'accepte qu'un jeton FranceConnect, dans "
+                                                   "Authorization: Bearer (production échoue ici en erreur 500).")
         if not token:
             raise ApiError("missing_token")
-        if op.france_connect and where == "bearer":
-            identity = self.france_connect(token)
-            if identity is not None:
-                return identity
-            if op.france_connect_only or token.count(".") != 2:  # not one of our JWTs either
-                raise ApiError("france_connect_unknown",
-                               detail="Le jeton d'accès FranceConnect n'a pas été trouvé ou est expiré "
-                                      "(cette route attend un jeton FranceConnect du bac à sable).")
-        return self.verify(token)
+        try:
+            return self.verify(token)
+        except ApiError as error:
+            # production resolves a token that fails by trying ?token= then the Bearer again
+            # (handle_tokens.rb, extract_user_from_token)
+            fallback = request.args.get("token")
+            if error.kind != "invalid_token" or where == "query_token" or not fallback:
+                raise
+            return self.verify(fallback)

@@ -32,8 +32,10 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-# `airtable` is imported only when used: `serve` starts without it.
-@click.group(cls=LazyGroup, lazy={"airtable": ".airtable_cli:airtable"})
+# `airtable` is imported only when used: `serve` starts without it. Subcommands inherit -h.
+@click.group(cls=LazyGroup, lazy={"airtable": ".airtable_cli:airtable"},
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="particulier-sandbox", prog_name="particulier-sandbox")
 def main():
     """A sandbox of API Particulier: same routes, validation, errors, masking and rate limit."""
 
@@ -48,7 +50,7 @@ def main():
 @click.option("--workers", type=int, help="gunicorn worker processes [2; SANDBOX_WORKERS].")
 @click.option("--redis", "redis_url", metavar="URL",
               help="Keep counters, revocations and journal in Redis (redis://HOST:PORT/DB), shared by "
-                   "every instance that names it [embedded SQLite in the data folder; SANDBOX_REDIS_URL].")
+                   "every instance that names it [embedded LMDB store; SANDBOX_REDIS_URL].")
 @click.option("--token-secret", help="HS256 secret of the tokens [generated, kept in the data folder; SANDBOX_TOKEN_SECRET].")
 @click.option("--token", "tokens", multiple=True, metavar="VALUE=scope,scope",
               help="Declare a fixed opaque token (repeatable) [SANDBOX_TOKENS, ';'-separated].")
@@ -57,35 +59,29 @@ def main():
 @click.option("--ip-rate-limit", metavar="RATE", help="Per-client-address limit on API routes, or off "
               "[1000/minute; SANDBOX_IP_RATE_LIMIT].")
 @click.option("--faults", type=click.Choice(["on", "off"]), help="Header-driven fault injection [on; SANDBOX_FAULTS].")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the secret and the embedded store live [SANDBOX_DATA_DIR].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the token secret and the embedded store live; instances naming the same folder share counters and journal [each instance its own store; SANDBOX_DATA_DIR].")
 @click.option("--airtable-sync", type=float, metavar="SECONDS", help="Pull fixtures from Airtable every SECONDS.")
+@click.option("--strict", is_flag=True, default=None,
+              help="Refuse to start on any fixture problem, payloads that break the spec included [SANDBOX_STRICT].")
+@click.option("--serve-retired", is_flag=True, default=None,
+              help="Keep serving the CAF v1 route production answers 410 (/api/v2/composition-familiale) "
+                   "[off; SANDBOX_SERVE_RETIRED].")
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
-          ip_rate_limit, faults, data_dir, airtable_sync):
+          ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired):
     """Serve the API with gunicorn."""
-    reading = None
     try:
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
                              fixtures=tuple(fixture_dirs) or None, workers=workers, redis_url=redis_url,
                              token_secret=token_secret, rate_limit=rate_limit, ip_rate_limit=ip_rate_limit,
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
-                             airtable_sync=airtable_sync,
+                             airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)
-        # Start-up's order: the fixture files parse in a pool while this process loads the
-        # spec; then they are checked against it in a pool while this process imports the app.
-        from .fixtures import Reading
-        from .spec import load_specs
-        reading = Reading(settings.fixtures)
-        specs = load_specs(settings.specs)
-        reading.check(specs.by_operation_id())
         from .ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
             parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built
-        os.environ.update(settings.to_env())
         from .application import create_app
-        app = create_app(settings, reading, specs)
+        app = create_app(settings, start=False)
     except ConfigError as exc:
-        if reading is not None:
-            reading.close()
         click.echo(f"particulier-sandbox: cannot start: {exc}", err=True)
         sys.exit(2)
     from .server import run
@@ -113,12 +109,15 @@ def token(scopes, ttl, token_secret, data_dir):
 
 @main.group()
 def fixtures():
-    """Check fixture folders."""
+    """Check, scaffold and export fixture folders."""
 
 
 @fixtures.command("check")
-@click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path))
-@click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path))
+@click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="OpenAPI spec the fixtures are checked against (repeatable) [bundled spec/open-api.yml; "
+                   "SANDBOX_SPEC].")
+@click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Fixture folder to check (repeatable) [bundled fixtures/; SANDBOX_FIXTURES].")
 @click.option("--summary", is_flag=True, help="Also print, per operation, its cases and their statuses.")
 def fixtures_check(specs, fixture_dirs, summary):
     """Check every fixture against the spec: one line per problem, exit 1 when any."""
@@ -131,7 +130,8 @@ def fixtures_check(specs, fixture_dirs, summary):
         click.echo(f"spec: {exc}", err=True)
         sys.exit(2)
     loaded = fixture_module.load(settings.fixtures, operations)
-    for problem in loaded.problems:
+    problems = loaded.check()
+    for problem in problems:
         click.echo(str(problem))
     if summary:
         for operation_id, cases in sorted(loaded.ordered.items()):
@@ -141,8 +141,99 @@ def fixtures_check(specs, fixture_dirs, summary):
                        f"statuses {' '.join(map(str, statuses))}", err=True)
     count = sum(len(cases) for cases in loaded.ordered.values())
     click.echo(f"{count} cases in {len(loaded.ordered)} operations, {len(loaded.france_connect)} FranceConnect "
-               f"tokens, {len(loaded.problems)} problem(s)", err=True)
-    sys.exit(1 if loaded.problems else 0)
+               f"tokens, {len(problems)} problem(s)", err=True)
+    sys.exit(1 if problems else 0)
+
+
+def _operations(specs):
+    from .spec import load_specs
+    try:
+        return load_specs(_settings(specs=tuple(specs) or None).specs).by_operation_id()
+    except ConfigError as exc:
+        click.echo(f"spec: {exc}", err=True)
+        sys.exit(2)
+
+
+@fixtures.command("new")
+@click.option("--operation", required=True, metavar="ID|ROUTE",
+              help="The case's operation: its x-operationId (the fixture folder's name) or its route.")
+@click.option("--like", metavar="CASE", help="Copy this case of the operation (its file name, with or "
+              "without .yaml) instead of starting from the schema.")
+@click.option("--name", help="File name of the new case, without .yaml [200_nouveau, or CASE_copie].")
+@click.option("--output", type=click.Path(path_type=Path), metavar="DIR",
+              help="Fixture folder to write into (the case goes to DIR/<operation>/) [the first --fixtures].")
+@click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path), help="OpenAPI spec (repeatable).")
+@click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Fixture folders where --like looks (repeatable) [bundled fixtures/; SANDBOX_FIXTURES].")
+def fixtures_new(operation, like, name, output, specs, fixture_dirs):
+    """Write a new case to complete and print its path.
+
+    From the operation's 200 schema (every field, dates as {{ today }}), or a copy of --like
+    CASE. Edit its params and payload, then run `fixtures check`."""
+    from . import scaffold
+    operations = _operations(specs)
+    dirs = _settings(fixtures=tuple(fixture_dirs) or None).fixtures
+    try:
+        op = scaffold.find_operation(operations, operation)
+        folder = Path(output or dirs[0]) / op.operation_id
+        if like:
+            source = scaffold.like_file(dirs, op, like)
+            text = source.read_text()
+            path = scaffold.free_name(folder, name or f"{source.stem}_copie")
+        else:
+            from .fixtures import load
+            existing = load(dirs, operations)
+            doc = scaffold.new_case(op, existing)
+            text = scaffold.case_text(doc)
+            path = scaffold.free_name(folder, name or "200_nouveau")
+    except scaffold.ScaffoldError as exc:
+        click.echo(f"particulier-sandbox: {exc}", err=True)
+        sys.exit(2)
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    import yaml
+    for where, message in scaffold.check(op, yaml.safe_load(text), operations):
+        click.echo(f"{path}: {where}: {message}", err=True)
+    from .fixtures import case_key
+    if like:
+        click.echo(f"same params as {source.name}: change them, or {source.name} keeps answering", err=True)
+    elif case_key(doc["params"]) in existing.cases.get(op.operation_id, {}):
+        same = existing.cases[op.operation_id][case_key(doc["params"])].file.name
+        click.echo(f"same params as {same}: change them, or {same} keeps answering", err=True)
+    click.echo(str(path))
+
+
+@fixtures.command("export")
+@click.argument("target", type=click.Path(path_type=Path), metavar="DIR")
+@click.option("--format", "fmt", type=click.Choice(["staging"]), default="staging", show_default=True,
+              help="Layout: the official staging's (payload as a JSON string, a README per folder).")
+@click.option("--operation", "only", multiple=True, metavar="ID", help="Export this operation only (repeatable).")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), help="Resolve relative dates on this day [today].")
+@click.option("--base-url", default=None, help="Host of the READMEs' curl lines [the official staging].")
+@click.option("--spec", "specs", multiple=True, type=click.Path(path_type=Path), help="OpenAPI spec (repeatable).")
+@click.option("--fixtures", "fixture_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Fixture folders to export (repeatable) [bundled fixtures/; SANDBOX_FIXTURES].")
+def fixtures_export(target, fmt, only, day, base_url, specs, fixture_dirs):
+    """Write the cases into DIR in the official staging's format, relative dates resolved.
+
+    One folder per operation, one file per case (params, status, payload as a JSON string) and
+    a README.md per folder with each case's parameters, answer and curl line."""
+    from . import dates, fixtures as fixture_module, scaffold
+    operations = _operations(specs)
+    unknown = sorted(set(only) - set(operations) - {fixture_module.FRANCE_CONNECT})
+    if unknown:
+        click.echo(f"particulier-sandbox: no operation {', '.join(unknown)}", err=True)
+        sys.exit(2)
+    if day:
+        dates.freeze(day.date())  # descriptions and payloads alike
+    dirs = _settings(fixtures=tuple(fixture_dirs) or None).fixtures
+    loaded = fixture_module.load(dirs, operations)
+    for problem in loaded.fatal:
+        click.echo(f"not exported: {problem}", err=True)
+    written = scaffold.export_staging(loaded, operations, dirs, target, dates.today(), set(only),
+                                      base_url or scaffold.STAGING_URL)
+    click.echo(f"{len(written)} case file(s) written to {target} (relative dates resolved on "
+               f"{dates.today().isoformat()})")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ def _sandbox():
     return current_app.extensions["sandbox"]
 
 
+@bp.record_once
+def _examples_at_start_up(state):
+    """Registered once per app, in create_app: the examples are worked out before any request."""
+    from .examples import DocsSpec
+    state.app.extensions["docs_spec"] = DocsSpec(state.app.extensions["sandbox"])
+
+
 @bp.before_request
 def _rate_limit():
     _sandbox().limiter.admit_sandbox(request.remote_addr or "-")

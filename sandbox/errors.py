@@ -17,16 +17,19 @@ API_ERRORS = {
     "invalid_token": (401, "access_denied", 401, "00101", "Interdit",
                       "Votre token n'est pas valide ou n'est pas renseigné"),
     "expired_token": (401, "access_denied", 401, "00103", "Jeton expiré",
-                      "Votre token est expiré. Vous devez refaire une demande"),
+                      "Votre token est expiré. Vous devez refaire une demande à API Particulier, un guide est "
+                      "disponible sur https://particulier.api.gouv.fr/faq#comment-renouveler-mon-jeton-arrivant-a-expiration"),
     "revoked_token": (401, "access_denied", 401, "00105", "Jeton sur liste noire",
-                      "Votre jeton est sur liste noire, il a été révoqué dans le bac à sable."),
+                      "Votre jeton est sur liste noire, celui-ci a certainement été divulgué sur un canal non-sécurisé. "
+                      "Vous pouvez trouver un jeton valide sur votre espace personnel: https://particulier.api.gouv.fr/compte"),
     "insufficient_scopes": (401, "access_denied", 403, "00100", "Privilèges insuffisants",
                             "Votre token est valide mais vos privilèges sont insuffisants. "
                             "Listez vos privilèges sur /api/introspect"),
-    "france_connect_malformed": (401, "access_denied", 401, "50001", "Jeton FranceConnect invalide",
+    "france_connect_malformed": (401, "access_denied", 401, "50001", "Accès non autorisé",
                                  "Le jeton d'accès est mal formaté."),
-    "france_connect_unknown": (401, "access_denied", 401, "50002", "Jeton FranceConnect invalide",
+    "france_connect_unknown": (401, "access_denied", 401, "50002", "Accès non autorisé",
                                "Le jeton d'accès n'a pas été trouvé ou est expiré."),
+    # production's v3 answers a missing recipient with 00210 too (validation_rules.check_recipient)
     "recipient_missing": (400, "bad_request", 422, "00203", "Entité non traitable",
                           "Le paramètre recipient est obligatoire"),
     "recipient_invalid": (400, "bad_request", 422, "00210", "Entité non traitable",
@@ -36,6 +39,8 @@ API_ERRORS = {
                         "Cette route n'existe pas dans l'API."),
     "method_not_allowed": (405, "method_not_allowed", 405, "00405", "Méthode non autorisée",
                            "Cette méthode n'est pas acceptée sur cette route."),
+    "unsupported_version": (404, "not_found", 404, "00402", "Version d'API non prise en charge",
+                            "Cette version n'est pas supportée pour cet endpoint"),
     "gone": (410, "gone", 410, "00410", "Route retirée",
              "Cette route a été retirée de l'API et ne répond plus."),
     "token_not_found": (404, "not_found", 404, "00404", "Jeton inconnu",
@@ -60,24 +65,12 @@ V3_PARAMETER_CODES = {
     "annee": "00353", "mois": "00354",
 }
 
-# Provider faults (fixtures' deliberate errors and X-Sandbox-Fault): fault -> v2 and v3 forms.
-PROVIDER_FAULTS = {
-    "not_found": (404, "not_found", 404, "003", "Ressource non trouvée",
-                  "Le dossier n'a pas été trouvé auprès du fournisseur de données."),
-    "conflict": (409, "conflict", 409, "015", "Conflit", "Plusieurs ressources correspondent aux critères"),
-    "internal": (500, "error", 500, "000", "Erreur interne du fournisseur de données",
-                 "La réponse retournée par le fournisseur de données est une erreur interne."),
-    "provider_error": (502, "invalid_response", 502, "999", "Erreur inconnue du fournisseur de données",
-                       "La réponse retournée par le fournisseur de données est invalide et inconnue."),
-    "unavailable": (503, "data_provider_error", 503, "001", "Service non disponible",
-                    "Service du fournisseur de données temporairement indisponible ou en maintenance."),
-    "timeout": (504, "network_error", 504, "002", "Intermédiaire hors-délai",
-                "Temps d’attente d’une réponse du fournisseur de données écoulé."),
-    "rate_limited": (503, "data_provider_error", 429, "008", "Erreur auprès du fournisseur de données : trop de requêtes",
-                     "Le fournisseur de données a reçu trop de requêtes ; réessayez plus tard."),
-}
-FAULT_BY_STATUS = {404: "not_found", 409: "conflict", 500: "internal", 502: "provider_error",
-                   503: "unavailable", 504: "timeout", 429: "rate_limited"}
+# Provider faults (fixtures' deliberate errors and X-Sandbox-Fault): production's rules live in
+# data/provider_errors.yml, read by provider_errors.py.
+from . import provider_errors as _provider_errors  # noqa: E402
+
+PROVIDER_FAULTS = {**_provider_errors.KINDS, _provider_errors.API_INTERNAL: None}
+FAULT_BY_STATUS = _provider_errors.FAULT_BY_STATUS
 
 
 class ApiError(Exception):
@@ -96,22 +89,50 @@ def v2_body(slug, reason, message=None):
 
 
 def v3_body(code, title, detail, source=None, meta=None):
-    return {"errors": [{"code": code, "title": title, "detail": detail,
-                        "source": source, "meta": meta or {}}]}
+    """One error; `source` only when set, as production's serializer drops empty keys."""
+    error = {"code": code, "title": title, "detail": detail, "source": source, "meta": meta or {}}
+    if source is None:
+        del error["source"]
+    return {"errors": [error]}
+
+
+# Where production names the faulty input (siade/config/errors.yml): the token errors only.
+TOKEN_SOURCE_CODES = frozenset({"00100", "00101", "00103", "00105", "00106"})
+# v2 answers these with production's flat list, not {error, reason, message}
+# (siade/app/controllers/api_controller.rb and config/initializers/rack_attack.rb).
+V2_FLAT_KINDS = frozenset({"expired_token", "revoked_token"})
+
+
+class ParameterErrors(ApiError):
+    """Production's parameter errors (sandbox/validation_rules.py): each a dict of code,
+    title, detail and, where production sets them, source and meta. v3 lists them all (422);
+    v2 answers the first (400 bad_request)."""
+
+    def __init__(self, items):
+        super().__init__("invalid_parameters")
+        self.items = list(items)
 
 
 def render(error: ApiError, v3: bool) -> tuple[int, dict]:
     """ApiError -> (status, body) in the route's format."""
     if error.kind == "invalid_parameter":
         return _invalid_parameter(error, v3)
+    if isinstance(error, ParameterErrors):
+        if v3:
+            return 422, {"errors": [{"code": e["code"], "title": e["title"], "detail": e["detail"],
+                                     **({"source": e["source"]} if e.get("source") else {}),
+                                     "meta": dict(e.get("meta") or {})} for e in error.items]}
+        return 400, v2_body("bad_request", error.items[0]["detail"])
     v2_status, slug, v3_status, code, title, detail = API_ERRORS[error.kind]
     detail = error.detail or detail
     if v3:
         source = {"parameter": error.parameter} if error.parameter else (
-            {"parameter": "token"} if v3_status in (401, 403) else None)
+            {"parameter": "token"} if code in TOKEN_SOURCE_CODES else None)
         return v3_status, v3_body(code, title, detail, source)
     if error.kind == "rate_limited":
         return 429, V2_RATE_LIMITED
+    if error.kind in V2_FLAT_KINDS:
+        return v2_status, {"errors": [detail]}
     return v2_status, v2_body(slug, detail)
 
 
@@ -123,12 +144,12 @@ def _invalid_parameter(error, v3):
     return 400, v2_body("bad_request", error.detail)
 
 
-def provider_fault(fault: str, v3: bool, provider: str, prefix: str) -> tuple[int, dict]:
-    v2_status, slug, v3_status, subcode, title, detail = PROVIDER_FAULTS[fault]
-    if v3:
-        return v3_status, v3_body(f"{prefix}{subcode}", title, detail, None, {"provider": provider})
-    message = f"{detail} ({provider})"
-    return v2_status, v2_body(slug, message, message)
+def provider_fault(fault: str, v3: bool, provider: str, prefix: str, operation_id: str | None = None
+                   ) -> tuple[int, dict]:
+    """A provider's failure as production answers it; `api_internal`: the API's own 500."""
+    if fault == _provider_errors.API_INTERNAL:
+        return render(ApiError("internal"), v3)
+    return _provider_errors.provider_fault(fault, v3, provider, prefix, operation_id)
 
 
 def dumps(body) -> bytes:

@@ -1,13 +1,17 @@
 """Fault injection per call, without touching fixtures: `X-Sandbox-Fault` or `Prefer: code=NNN`.
 
 `X-Sandbox-Fault: <kind>[,latency=MS]` where kind is a data-provider failure
-(errors.PROVIDER_FAULTS: timeout, unavailable, provider_error, rate_limited, not_found,
-conflict, internal) answered in the called route's format with its provider's code prefix,
-or `api_rate_limited`: API Particulier itself throttles the caller (v2 and v3 429 bodies,
-`Retry-After`), which is what a client's back-off logic has to handle.
+(data/provider_errors.yml `kinds`: not_found, conflict, internal, unavailable, provider_error,
+timeout, rate_limited, maintenance, network_error) answered as production answers it on the
+called route (its status on that version, its code, title and detail for that provider), or
+`api_rate_limited`: API Particulier itself throttles the caller (v2 and v3 429 bodies,
+`Retry-After`), which is what a client's back-off logic has to handle, or `api_internal`: the
+API's own 500.
 
-`Prefer: code=NNN` (RFC 7240 style, as Prism and other mock servers read it) picks the fault
-by status, so the answer always has the status asked for: 429 is the API's own throttling.
+`Prefer: code=NNN` (RFC 7240 style, as Prism and other mock servers read it) picks the kind that
+production answers with that status on v2 and v3 alike (404 not_found, 409 conflict, 500
+api_internal, 502 network_error, 503 maintenance, 504 timeout, 429 the API's own throttling), so
+the answer always has the status asked for.
 
 A value the sandbox does not understand is refused (400 on v2, 422 on v3) rather than ignored:
 a silently ignored fault would make a CI test pass for the wrong reason.
@@ -23,14 +27,14 @@ from .errors import FAULT_BY_STATUS, PROVIDER_FAULTS, ApiError
 MAX_LATENCY_MS = 30_000
 API_RATE_LIMITED = "api_rate_limited"
 KINDS = frozenset(PROVIDER_FAULTS) | {API_RATE_LIMITED}
-# Prefer: code=429 means "answer 429": the API's own limit answers 429 on v2 and v3 alike,
-# where a provider's throttling answers 503 on v2.
+# Prefer: code=429 means "answer 429": the API's own limit, 429 on v2 and v3 alike (a provider's
+# throttling is 502 on v3 and 503 on v2).
 BY_STATUS = {**FAULT_BY_STATUS, 429: API_RATE_LIMITED}
 
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str | None = None   # a key of errors.PROVIDER_FAULTS, or API_RATE_LIMITED
+    kind: str | None = None   # a key of errors.PROVIDER_FAULTS (provider kinds, api_internal), or API_RATE_LIMITED
     latency_ms: int = 0
 
     def describe(self) -> str:

@@ -1,8 +1,12 @@
-"""Fixtures: load the case files, check them against the spec, index them, match requests.
+"""Fixtures: load the case files, index them, match requests; the population being served.
 
 Matching follows the official staging: every value becomes a lower-cased string, the
 request's parameter set must equal the case's exactly, `recipient` is ignored. The index
 key is computed once per case at load, so a request costs one dict lookup.
+
+A case's payload is checked against its operation's schema when it is first served (the
+answer then carries X-Sandbox-Fixture-Invalid) or when every case is checked at once
+(FixtureSet.check: `fixtures check`, `serve --strict`, a hot reload, an Airtable pull).
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
-from .fixture_files import CASE_SUFFIXES, Parsing, Problem, is_case_name, signature  # noqa: F401
+from . import dates
+from .fixture_files import CASE_SUFFIXES, Problem, SchemaChecker, is_case_name, read_case_file, signature  # noqa: F401
 
 IGNORED_PARAMS = frozenset({"recipient", "token"})
 FRANCE_CONNECT = "france_connect"
@@ -30,11 +35,35 @@ class Case:
     payload: object
     latency_ms: int = 0
     key: frozenset = frozenset()
-    problem: str | None = None  # set when the payload does not conform: served, but flagged
+    checker: SchemaChecker | None = field(default=None, repr=False)
+    dated: bool = False  # the payload holds relative dates (sandbox.dates), resolved per day
 
     @functools.cached_property  # read on every answer (X-Sandbox-Case, the journal)
     def id(self) -> str:
         return f"{self.operation_id}/{self.file.name}"
+
+    def payload_on(self, day: datetime.date):
+        """The payload answered on `day`: its relative dates resolved (once per day), or the payload."""
+        if not self.dated:
+            return self.payload
+        by_day = self.__dict__.setdefault("_by_day", {})
+        found = by_day.get(day)
+        if found is None:
+            if len(by_day) > 3:  # the day moves on, or a test freezes several: keep a few
+                by_day.clear()
+            found = by_day[day] = dates.resolve(self.payload, day)
+        return found
+
+    @functools.cached_property
+    def schema_problems(self) -> list:
+        """[(json path, message)]: how the payload breaks its schema (checked once, on first use)."""
+        return (self.checker.problems(self.operation_id, self.status, self.payload_on(dates.today()))
+                if self.checker else [])
+
+    @property
+    def problem(self) -> str | None:
+        """The first schema problem: such a case is served, and flagged."""
+        return next((f"{where}: {message}" for where, message in self.schema_problems), None)
 
 
 def normalize(value) -> tuple:
@@ -140,12 +169,20 @@ class FixtureSet:
     fallback: dict = field(default_factory=dict)       # operation id -> the folder's 404.yaml
     france_connect: dict = field(default_factory=dict)  # bearer token -> identity payload
     identities: dict = field(default_factory=dict)     # operation id -> [(canonical identity, Case)]
-    problems: list = field(default_factory=list)
+    problems: list = field(default_factory=list)       # problems of files and folders (schema: check())
     signature: list = field(default_factory=list)  # fixture_files.signature when loaded
 
     @property
     def fatal(self) -> list:
         return [p for p in self.problems if p.fatal]
+
+    def check(self) -> list:
+        """Every problem, each case's payload checked against its schema now."""
+        out = list(self.problems)
+        for cases in self.ordered.values():
+            for case in cases:
+                out += [Problem(case.file, where, message, fatal=False) for where, message in case.schema_problems]
+        return out
 
     def match(self, operation_id, args, key: frozenset | None = None):
         """The case whose params equal the request's (`key`: request_key(args), when known)."""
@@ -186,51 +223,24 @@ class FixtureSet:
         return out
 
 
-class Reading:
-    """The case files of `dirs`, listed, and parsed in a pool of processes from now on: start-up
-    starts it before it loads the spec, which the parse does not need, and load() finishes it."""
-
-    def __init__(self, dirs):
-        self.dirs = [Path(d) for d in dirs]
-        self.signature = signature(self.dirs)  # first: an edit made while we read is seen next scan
-        self.listing = _listing(self.dirs)
-        self.parsing = Parsing([path for _, files in self.listing if isinstance(files, list) for path in files])
-
-    def check(self, operations: dict):
-        """Once the spec is loaded: check the parsed files against it, in a pool, from now on."""
-        self.parsing.check(_jobs(_plan(self.listing, operations)), operations)
-
-    def close(self):
-        self.parsing.close()
-
-
-def load(dirs, operations: dict, reading: Reading | None = None) -> FixtureSet:
-    """Read every fixture folder. `operations`: x-operationId -> spec Operation. `reading`:
-    the same folders' files, already being parsed (start-up); else they are read now."""
-    own = reading is None
-    reading = reading or Reading(dirs)
-    try:
-        fixtures = FixtureSet(signature=reading.signature)
-        plan = _plan(reading.listing, operations)
-        reading.parsing.check(_jobs(plan), operations)
-        results = iter(reading.parsing.results())  # one per job, consumed in the same order below
-    finally:
-        if own:
-            reading.close()
-    for step in plan:
-        if isinstance(step, Problem):
-            fixtures.problems.append(step)
-        elif step[0] == FRANCE_CONNECT:
-            _load_france_connect(step[1], results, fixtures)
-        else:
-            _load_operation(step[0], step[1], results, operations[step[0]], fixtures)
+def load(dirs, operations: dict) -> FixtureSet:
+    """Read every fixture folder. `operations`: x-operationId -> spec Operation."""
+    dirs = [Path(d) for d in dirs]
+    fixtures = FixtureSet(signature=signature(dirs))  # first: an edit made while we read is seen next time
+    checker = SchemaChecker(operations)
+    for folder, files in _listing(dirs):
+        if files is None:
+            fixtures.problems.append(Problem(folder, "$", "fixture folder not found"))
+        elif isinstance(files, OSError):
+            fixtures.problems.append(Problem(folder, "$", f"cannot be read: {files.strerror}"))
+        elif folder.name == FRANCE_CONNECT:
+            _load_france_connect(files, fixtures)
+        elif folder.name in operations:
+            _load_operation(folder.name, files, operations[folder.name], fixtures, checker)
+        elif files:
+            fixtures.problems.append(Problem(folder, "$", "no loaded spec has an operation with this "
+                                             "x-operationId; the folder's cases cannot be served"))
     return fixtures
-
-
-def _jobs(plan: list) -> list:
-    """(operation id, or None for the FranceConnect folder, path) of each file to read."""
-    return [(None if step[0] == FRANCE_CONNECT else step[0], path)
-            for step in plan if not isinstance(step, Problem) for path in step[1]]
 
 
 def _listing(dirs) -> list:
@@ -249,22 +259,6 @@ def _listing(dirs) -> list:
     return listing
 
 
-def _plan(listing: list, operations: dict) -> list:
-    """What to read, in order: (folder name, its case files), or a Problem with a whole folder."""
-    plan = []
-    for folder, files in listing:
-        if files is None:
-            plan.append(Problem(folder, "$", "fixture folder not found"))
-        elif isinstance(files, OSError):
-            plan.append(Problem(folder, "$", f"cannot be read: {files.strerror}"))
-        elif folder.name == FRANCE_CONNECT or folder.name in operations:
-            plan.append((folder.name, files))
-        elif files:
-            plan.append(Problem(folder, "$", "no loaded spec has an operation with this "
-                                "x-operationId; the folder's cases cannot be served"))
-    return plan
-
-
 def _case_files(folder: Path) -> list:
     with os.scandir(folder) as entries:
         return sorted(folder / e.name for e in entries if is_case_name(e.name) and _is_file(folder, e))
@@ -276,8 +270,9 @@ def _is_file(folder: Path, entry) -> bool:
     return (folder / entry.name).is_file() if entry.is_symlink() else entry.is_file()
 
 
-def _load_france_connect(files, results, fixtures):
-    for path, (data, problems, _) in zip(files, results):
+def _load_france_connect(files, fixtures):
+    for path in files:
+        data, problems = read_case_file(path)
         fixtures.problems.extend(problems)
         if data is None:
             continue
@@ -290,21 +285,25 @@ def _load_france_connect(files, results, fixtures):
         fixtures.france_connect[str(token)] = payload.get("token_introspection", payload)
 
 
-def _load_operation(operation_id, files, results, op, fixtures):
+def _load_operation(operation_id, files, op, fixtures, checker):
     index = fixtures.cases.setdefault(operation_id, {})
     ordered = fixtures.ordered.setdefault(operation_id, [])
     identities = fixtures.identities.setdefault(operation_id, [])
-    for path, (data, problems, schema_problems) in zip(files, results):
+    for path in files:
+        data, problems = read_case_file(path)
         fixtures.problems.extend(problems)
         if data is None:
             continue
-        case = Case(operation_id=operation_id, file=path, description=str(data.get("description") or "").strip(),
+        dated, wrong = dates.scan(data["payload"])
+        description = str(data.get("description") or "").strip()
+        wrong += dates.problems(description, "$.description")
+        if wrong:  # a relative date that does not parse: the case cannot be answered
+            fixtures.problems.extend(Problem(path, where, message) for where, message in wrong)
+            continue
+        case = Case(operation_id=operation_id, file=path, description=dates.resolve(description, dates.today()),
                     params=data["params"] or {}, status=data["status"], payload=data["payload"],
-                    latency_ms=int(data.get("latency_ms") or 0))
+                    latency_ms=int(data.get("latency_ms") or 0), checker=checker, dated=dated)
         case.key = case_key(case.params)
-        for where, message in schema_problems:
-            fixtures.problems.append(Problem(path, where, message, fatal=False))
-            case.problem = case.problem or f"{where}: {message}"
         ordered.append(case)
         if path.stem == "404" and operation_id not in fixtures.fallback:
             fixtures.fallback[operation_id] = case
@@ -321,16 +320,18 @@ def _load_operation(operation_id, files, results, op, fixtures):
 class Population:
     """The fixture set being served, swapped whole when the files change.
 
+    Each process that serves (a gunicorn worker) polls the files' signature every
+    `reload_interval` seconds in a thread of its own: one stat per file, and it sees edits made
+    on any filesystem (a VM's shared folder, NFS) where change notifications may not come.
     A reload that finds a fatal problem keeps the last good set serving, and says why.
     """
 
-    def __init__(self, dirs, operations: dict, reload_interval: float, logger, reading: Reading | None = None):
+    def __init__(self, dirs, operations: dict, reload_interval: float, logger):
         self.dirs = [Path(d) for d in dirs]
         self.operations = operations
         self.reload_interval = reload_interval
         self.logger = logger
-        self.current = load(self.dirs, operations, reading)
-        self.last_problems = list(self.current.problems)
+        self.current = load(self.dirs, operations)
         self._thread = None
 
     def france_connect(self, token: str):
@@ -340,21 +341,16 @@ class Population:
         if signature(self.dirs) == self.current.signature:
             return False
         candidate = load(self.dirs, self.operations)
-        self.last_problems = list(candidate.problems)
         if candidate.fatal:
             self.logger.error("fixtures changed but are broken; still serving the last good set:\n  %s",
                               "\n  ".join(map(str, candidate.fatal)))
             self.current.signature = candidate.signature  # report a broken edit once, not every second
             return False
-        for problem in candidate.problems:
+        for problem in candidate.check():  # in the watcher thread: every payload checked, and said
             self.logger.warning("fixture problem: %s", problem)
         self.current = candidate
         self.logger.info("fixtures reloaded: %d cases", sum(len(c) for c in candidate.ordered.values()))
         return True
-
-    def replace(self, candidate: FixtureSet):
-        """Serve a set built elsewhere (Airtable sync) once it is known to be sound."""
-        self.current = candidate
 
     def start_watching(self):
         if self._thread is not None or not self.reload_interval:
@@ -372,21 +368,8 @@ class Population:
             self._thread = None
 
     def _watch(self):
-        if self._stop.wait(self.reload_interval):  # as before: the worker answers its first calls first
-            return
-        from .fixture_watch import Changes
-        changes = Changes(self.dirs)
-        self.logger.info("watching the fixture folders %s", "every %gs" % self.reload_interval
-                         if changes.polling else "with inotify")
-        pending = True  # first: whatever changed since the load, before the watch began
-        while True:
+        while not self._stop.wait(self.reload_interval):
             try:
-                pending = changes.may_have_changed() or pending
-                if pending:
-                    self.reload_if_changed()
-                    pending = False  # only once it went through: a failed reload is retried
+                self.reload_if_changed()
             except Exception:  # a watcher that dies silently would freeze the population
                 self.logger.exception("fixture reload failed")
-            if self._stop.wait(self.reload_interval):
-                break
-        changes.close()

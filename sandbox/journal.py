@@ -5,8 +5,6 @@ import datetime
 import re
 import time
 
-from .store import StoreUnavailable
-
 
 _second = (None, "")  # (epoch second, its ISO text): every call of that second reuses it
 
@@ -32,6 +30,10 @@ def _parse_since(text):
 
 
 class Journal:
+    """Each token's calls, newest first. Every row has an `id` that grows with each call the
+    store counts (whatever the worker or host): `after=<id>` lists the calls made after that
+    one, a cursor that two calls of one clock tick cannot share, where `since=<time>` can."""
+
     def __init__(self, store):
         self.store = store
 
@@ -47,14 +49,7 @@ class Journal:
             entry["fault"] = fault
         return entry
 
-    def record(self, identity, request, status, case=None, near_miss=None, fault=None):
-        entry = self.entry(request, status, case, near_miss, fault)
-        try:
-            self.store.record(identity.key, entry)
-        except StoreUnavailable:
-            pass  # the answer already says the store is down; the journal is best effort then
-
-    def entries(self, identity, path=None, since=None) -> list:
+    def entries(self, identity, path=None, since=None, after=None) -> list:
         entries = self.store.journal(identity.key)
         if path:
             entries = [e for e in entries if e["path"] == path or e["path"].startswith(path.rstrip("/") + "/")]
@@ -63,6 +58,10 @@ class Journal:
             if moment is None:
                 raise ValueError("since must be an ISO 8601 date-time")
             entries = [e for e in entries if _parse_since(e["at"]) >= moment]
+        if after is not None:
+            if not after.isdigit():
+                raise ValueError("after must be the id of a journal row (a whole number)")
+            entries = [e for e in entries if e["id"] > int(after)]
         return entries
 
     def forget(self, identity):

@@ -79,7 +79,7 @@ class ParticulierSandbox:
         """Problems found in the served fixtures (a case that does not fit the spec...)."""
         if self.app is None:
             return []
-        return [str(p) for p in self.app.extensions["sandbox"].population.current.problems]
+        return [str(p) for p in self.app.extensions["sandbox"].population.current.check()]
 
     def token(self, scopes=None, ttl: int | None = None) -> str:
         """A new token (v2 `X-Api-Key` and v3 `Authorization: Bearer`); all scopes when none given."""
@@ -94,6 +94,33 @@ class ParticulierSandbox:
         value = answer.json()["token"]
         self.minted.append(value)
         return value
+
+    def france_connect_token(self, persona: str, scopes=None, client_id: str = "sandbox",
+                             client_secret: str = "sandbox") -> str:
+        """A FranceConnect access token of the built-in FranceConnect: `persona` (an id of
+        /franceconnect/personas, e.g. "cnaf_parent_isole") logs in and consents to `scopes`
+        (API Particulier data scopes; None: every scope of the FranceConnect routes). It lives
+        as FranceConnect's do (60 s unless SANDBOX_FRANCECONNECT_TTL says otherwise)."""
+        import secrets  # noqa: PLC0415
+        from urllib.parse import parse_qs, urlparse  # noqa: PLC0415
+
+        if scopes is None:
+            scopes = self.http.get(self.url("/franceconnect/essayer/config"), timeout=10).json()["scope"].split()
+        callback = "http://127.0.0.1/particulier-sandbox/callback"
+        query = {"client_id": client_id, "redirect_uri": callback, "response_type": "code",
+                 "scope": " ".join(dict.fromkeys(["openid", "identite_pivot", *scopes])),
+                 "state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32), "acr_values": "eidas1",
+                 "login_hint": persona, "prompt": "none"}
+        answer = self.http.get(self.url("/franceconnect/api/v2/authorize"), params=query, allow_redirects=False,
+                               timeout=10)
+        back = parse_qs(urlparse(answer.headers.get("Location", "")).query)
+        if answer.status_code != 302 or "code" not in back:
+            raise ValueError(f"the sandbox's FranceConnect refused the login: {back.get('error_description') or answer.text}")
+        token = self.http.post(self.url("/franceconnect/api/v2/token"), timeout=10, data={
+            "grant_type": "authorization_code", "code": back["code"][0], "redirect_uri": callback,
+            "client_id": client_id, "client_secret": client_secret})
+        token.raise_for_status()
+        return token.json()["access_token"]
 
     def requests(self, token: str | None = None, path: str | None = None, since: str | None = None) -> list:
         """Recorded calls, newest first: of `token`, or of every token minted through this fixture."""

@@ -4,7 +4,7 @@ Fixed windows aligned on the epoch, as production's: the second 1700000000 is on
 whatever the host. Counted in the shared store (one atomic increment per window), so every
 worker and every host sees one count and the limit is exact, not "about 20 per worker".
 `limits` only parses the rate strings. The store also reports the revocation state in the
-same round trip, and the clock it counted on, so Reset and Retry-After agree with the count.
+same step, and the clock it counted on, so Reset and Retry-After agree with the count.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from limits import parse
 
 from .errors import ApiError
+from .store import Call
 from .settings import ConfigError
 
 OFF = ("off", "none", "0")
@@ -49,44 +50,34 @@ class Decision:
 
 
 class RateLimiter:
+    """The per-token and per-address limits of API calls, and the sandbox routes' own limit.
+
+    The per-token count is keyed by the token (its jti), never by the address: two tokens
+    behind one NAT each get their 20/second. The per-address ceiling is separate.
+    """
+
     def __init__(self, store, per_token: str, per_ip: str, sandbox: str):
         self.store = store
         self.per_token = parse_rate(per_token)
         self.per_ip = parse_rate(per_ip)
         self.sandbox = parse_rate(sandbox)
 
-    def admit(self, identity, ip: str) -> Decision | None:
-        """Count one API call; ApiError when the token is revoked or a limit is exceeded.
-
-        The per-token count is keyed by the token (its jti), never by the address: two
-        tokens behind one NAT each get their 20/second. The per-address ceiling is separate.
-        """
-        counters, amounts = self.counters(identity, ip)
-        revoked, hits = self.store.admit(self.revocable(identity), counters)
-        return self.judge(revoked, hits, amounts)
-
-    def counters(self, identity, ip: str) -> tuple[list, list]:
-        """([(counter key, period)], [amount]) that one API call of `identity` from `ip` counts in."""
-        counters, amounts = [], []
-        if self.per_token:
-            counters.append((f"t:{identity.key}", self.per_token[1]))
-            amounts.append(self.per_token[0])
-        if self.per_ip:
-            counters.append((f"ip:{ip}", self.per_ip[1]))
-            amounts.append(self.per_ip[0])
-        return counters, amounts
+    def call(self, identity, ip: str, owner=None, entry=None) -> Call:
+        """What one API call of `identity` from `ip` asks of the store."""
+        call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry)
+        for key, rate in ((f"t:{identity.key}", self.per_token), (f"ip:{ip}", self.per_ip)):
+            if rate:
+                call.counters.append((key, rate[1]))
+                call.amounts.append(rate[0])
+        return call
 
     @staticmethod
-    def revocable(identity) -> str | None:
-        return identity.key if identity.kind == "jwt" else None
-
-    @staticmethod
-    def judge(revoked: bool, hits, amounts) -> Decision | None:
+    def judge(call: Call, revoked: bool, hits) -> Decision | None:
         """The store's answer -> the call's RateLimit state; ApiError when revoked or over a limit."""
         if revoked:
             raise ApiError("revoked_token")
         decision = None
-        for amount, hit in zip(amounts, hits):
+        for amount, hit in zip(call.amounts, hits):
             if hit.count > amount:
                 headers = Decision(amount, 0, hit.reset).headers() | {"Retry-After": str(retry_after(hit))}
                 raise ApiError("rate_limited", headers=headers)
@@ -99,7 +90,5 @@ class RateLimiter:
         if not self.sandbox:
             return
         amount, period = self.sandbox
-        _, (hit,) = self.store.admit(None, [(f"sb:{ip}", period)])
-        if hit.count > amount:
-            raise ApiError("rate_limited", headers=Decision(amount, 0, hit.reset).headers()
-                           | {"Retry-After": str(retry_after(hit))})
+        call = Call(None, [(f"sb:{ip}", period)], [amount])
+        self.judge(call, *self.store.count(call))

@@ -5,10 +5,10 @@ import datetime
 import json
 import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 from . import auth as auth_module
-from . import errors
+from . import errors, transport
 from .errors import ApiError
 from .store import StoreUnavailable
 
@@ -33,14 +33,16 @@ def _caller():
     if not token:
         raise ApiError("missing_token")
     identity = sandbox.authenticator.france_connect(token) or sandbox.authenticator.verify(token)
-    revoked, _ = sandbox.store.admit(identity.key if identity.kind == "jwt" else None, [])
-    if revoked:
+    if identity.kind == "jwt" and sandbox.store.is_revoked(identity.key):
         raise ApiError("revoked_token")
     return identity
 
 
 @bp.errorhandler(ApiError)
 def _api_error(error):
+    if error.kind == "revoked_token":  # production's blocklist answers JSON:API outside /api/v2/ (rack_attack.rb)
+        status, payload = errors.render(error, v3=True)
+        return Response(errors.dumps(payload), status, content_type="application/json; charset=utf-8")
     return _v2_error(error)
 
 
@@ -55,9 +57,24 @@ def _sandbox_rate_limit():
         _sandbox().limiter.admit_sandbox(request.remote_addr or "-")
 
 
+@bp.get("/")
+def home():
+    return redirect("/docs", 302)
+
+
 @bp.get("/api/ping")
 def ping():
     return jsonify("pong")  # production's body: the JSON string "pong"
+
+
+@bp.get("/api/caf/famille")
+@bp.get("/api/impots/svair")
+def retired_v1():
+    """Production's retired routes outside any spec: 410 and its text (transport.RETIRED)."""
+    status, body, headers = transport.retired_answer(request.path)
+    response = Response(body, status, headers)
+    del response.headers["Content-Type"]  # production sends none
+    return response
 
 
 @bp.get("/api/<provider>/ping")
@@ -80,8 +97,9 @@ def mint_token():
     raw = request.stream.read(MAX_BODY + 1)  # bounded, whatever Content-Length says (or chunked)
     if len(raw) > MAX_BODY:
         raise ApiError("payload_too_large")
+    # JSON whatever the Content-Type says: `curl -d '{...}'` labels its body as a form.
     try:
-        body = json.loads(raw) if request.is_json else None
+        body = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         body = None
     body = {} if not raw else body
@@ -125,9 +143,9 @@ def list_requests():
     if since is not None and not since.strip():  # `?since=$UNSET`: say so rather than list everything
         raise ApiError("invalid_parameter", parameter="since", detail="since must be an ISO 8601 date-time")
     try:
-        entries = _sandbox().journal.entries(identity, request.args.get("path"), since)
+        entries = _sandbox().journal.entries(identity, request.args.get("path"), since, request.args.get("after"))
     except ValueError as exc:
-        raise ApiError("invalid_parameter", parameter="since", detail=str(exc)) from None
+        raise ApiError("invalid_parameter", parameter=str(exc).split()[0], detail=str(exc)) from None
     return jsonify(requests=entries)
 
 
@@ -150,4 +168,5 @@ def scopes():
 
 @bp.get("/openapi.yml")
 def openapi():
-    return Response(_sandbox().spec_yaml, 200, content_type="application/yaml; charset=utf-8")
+    # the merged spec, with the examples the /docs page pre-fills (sandbox/examples.py)
+    return Response(current_app.extensions["docs_spec"].yaml(), 200, content_type="application/yaml; charset=utf-8")

@@ -2,7 +2,11 @@
 
 The catalogue (sandbox/data/operations.yml) is keyed by x-operationId, so it applies to the
 bundled spec and to the upstream specs alike. Each scope lists the fields it reveals; a
-payload keeps the union of the fields of the scopes held, as production does.
+payload keeps the union of the fields of the scopes held, as production's serializers
+(siade/app/serializers/api_particulier/) do. Besides: `always` fields show whatever the scopes
+(an attribute without condition), `grants` reveal fields only when ALL their scopes are held (a
+detail inside a parent scope, a field behind two scopes), `withheld` fields never show (the
+serializer does not emit them).
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ KEEP = True
 
 
 class NothingVisible(Exception):
-    """The mask left nothing the token may see: production answers not found."""
+    """Kept for callers: production's serializers never turn a found record into a 404 (a mask
+    that leaves nothing answers 200 with what is left), so mask() no longer raises it."""
 
 
 def _tree(paths) -> dict:
@@ -97,18 +102,22 @@ class OperationScopes:
     mask_root: str
     special: str | None
     fields: dict  # scope -> tree
+    grants: tuple = ()  # (frozenset of scopes all required, tree)
+    always: dict | None = None  # tree shown whatever the scopes
+    withheld: dict | None = None  # tree never shown
 
     @property
     def scopes(self) -> frozenset:
         return frozenset(self.fields)
 
     def mask(self, payload, held: frozenset):
-        keep, drop = None, None
-        for scope in sorted(self.scopes):
-            if scope in held:
-                keep = self.fields[scope] if keep is None else _merge(keep, self.fields[scope])
+        keep, drop = self.always, self.withheld
+        rules = [(frozenset([scope]), tree) for scope, tree in sorted(self.fields.items())] + list(self.grants)
+        for required, tree in rules:
+            if required <= held:
+                keep = tree if keep is None else _merge(keep, tree)
             else:
-                drop = self.fields[scope] if drop is None else _merge(drop, self.fields[scope])
+                drop = tree if drop is None else _merge(drop, tree)
         if self.mask_root:
             if not isinstance(payload, dict) or not isinstance(payload.get(self.mask_root), dict):
                 return payload
@@ -120,8 +129,18 @@ class OperationScopes:
         return SPECIAL_RULES[self.special](payload, masked, held) if self.special else masked
 
 
+# siade/app/serializers/api_particulier/mesri/student_status/v2.rb: the regimes each inscription
+# scope admits (the v2 payload names them `formation initiale` / `formation continue`).
+MESRI_INITIALE = {"formation initiale", "formation initiale hors apprentissage",
+                  "reprise d'études non financée sans convention", "contrat d'apprentissage"}
+MESRI_CONTINUE = {"formation continue", "formation continue hors contrat professionnel",
+                  "contrat de professionnalisation"}
+
+
 def _mesri_inscriptions(original, masked, held):
-    """v2 MESRI: each inscription is kept only if a held scope admits it; nothing left: 404."""
+    """v2 MESRI: an inscription shows only if a held scope admits it (etudiant: inscrit in formation
+    initiale; autre: inscrit in formation continue; admission: admis); one that no held scope
+    admits stays in the list as an empty object, as production answers."""
     if "inscriptions" not in masked:
         return masked
     kept = []
@@ -129,25 +148,14 @@ def _mesri_inscriptions(original, masked, held):
     for source, inscription in zip(original.get("inscriptions") or [], masked["inscriptions"]):
         status = str(source.get("statut", "")).lower()
         regime = str(source.get("regime", "")).lower()
-        if (status == "inscrit" and "initiale" in regime and "mesri_inscription_etudiant" in held) \
-                or (status == "inscrit" and "continue" in regime and "mesri_inscription_autre" in held) \
-                or (status == "admis" and "mesri_admission" in held):
-            kept.append(inscription)
-    if not kept:
-        raise NothingVisible()
+        admitted = (status == "inscrit" and regime in MESRI_INITIALE and "mesri_inscription_etudiant" in held) \
+            or (status == "inscrit" and regime in MESRI_CONTINUE and "mesri_inscription_autre" in held) \
+            or (status == "admis" and "mesri_admission" in held)
+        kept.append(inscription if admitted else {})
     return {**masked, "inscriptions": kept}
 
 
-def _men_niveau_bourse(original, masked, held):
-    """v2 MEN: the grant level shows only with both the boursier and the échelon scopes."""
-    if {"men_statut_boursier", "men_echelon_bourse"} <= held:
-        if "niveau_bourse" in original:
-            return {**masked, "niveau_bourse": original["niveau_bourse"]}
-        return masked
-    return {k: v for k, v in masked.items() if k != "niveau_bourse"}
-
-
-SPECIAL_RULES = {"mesri_inscriptions": _mesri_inscriptions, "men_niveau_bourse": _men_niveau_bourse}
+SPECIAL_RULES = {"mesri_inscriptions": _mesri_inscriptions}
 
 
 class ScopeCatalogue:
@@ -162,7 +170,10 @@ class ScopeCatalogue:
                 code_prefix=str(entry.get("code_prefix", "00")),
                 mask_root=entry.get("mask_root") or "",
                 special=entry.get("special"),
-                fields={scope: _tree(paths or []) for scope, paths in (entry.get("scopes") or {}).items()})
+                fields={scope: _tree(paths or []) for scope, paths in (entry.get("scopes") or {}).items()},
+                grants=tuple((frozenset(g["all_of"]), _tree(g["fields"])) for g in entry.get("grants") or ()),
+                always=_tree(entry["always"]) if entry.get("always") else None,
+                withheld=_tree(entry["withheld"]) if entry.get("withheld") else None)
 
     def all_scopes(self) -> list:
         names = set(self.meanings)

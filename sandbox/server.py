@@ -1,9 +1,63 @@
-"""Run the app under gunicorn with the shared configuration file."""
+"""Run the app under gunicorn, configured from Settings.
+
+The app is preloaded: specs and fixtures are read once in the master and shared by the forked
+workers, and a broken set stops the master before any worker starts. Each worker then starts
+its own threads (fixture watcher, Airtable sync) in post_fork.
+"""
 from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
 
 from gunicorn.app.base import BaseApplication
 
-from . import gunicorn_conf
+from .settings import Settings
+
+
+def gunicorn_options(settings: Settings) -> dict:
+    """gunicorn's settings for `settings` (also read by sandbox/gunicorn_conf.py)."""
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread",
+        "preload_app": True,
+        "keepalive": 5,
+        "timeout": 60,
+        "graceful_timeout": 30,  # SIGTERM: in-flight requests get this long to finish
+        # No control socket: gunicorn's default is one path per user, which a second instance
+        # on the machine would take over (and remove when it stops).
+        "control_socket_disable": True,
+        # No query string in the access log: v2 accepts `?token=`, and a token is never logged.
+        "accesslog": os.environ.get("SANDBOX_ACCESS_LOG") or None,
+        "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms',
+        "errorlog": "-",
+        "loglevel": os.environ.get("SANDBOX_LOG_LEVEL", "info"),
+        # A query string up to gunicorn's maximum (8190 bytes) reaches the routes, which answer
+        # it in their own format; a longer one, or headers gunicorn refuses, get
+        # errors.write_server_error.
+        "limit_request_line": 8190,
+        "post_fork": post_fork,
+    }
+
+
+def banner(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    return (f"\nparticulier-sandbox: serving {base}\n"
+            f"  try it:    {base}/docs\n"
+            f"  personas:  {base}/docs/personas\n"
+            f"  a token:   curl -s -X POST {base}/sandbox/tokens\n")
+
+
+def post_fork(server, worker):
+    from .errors import install_server_error_pages
+    install_server_error_pages()
+    sandbox = getattr(worker.app.wsgi(), "extensions", {}).get("sandbox")
+    if sandbox is not None:  # at once, not on the first call: an idle worker follows fixture edits too
+        sandbox.start()
 
 
 class SandboxServer(BaseApplication):
@@ -13,16 +67,17 @@ class SandboxServer(BaseApplication):
         super().__init__()
 
     def load_config(self):
-        for name in dir(gunicorn_conf):
-            if name in self.cfg.settings and not name.startswith("_"):
-                self.cfg.set(name, getattr(gunicorn_conf, name))
-        self.cfg.set("bind", f"{self.settings.host}:{self.settings.port}")
-        self.cfg.set("workers", self.settings.workers)
-        self.cfg.set("threads", self.settings.threads)
+        for name, value in gunicorn_options(self.settings).items():
+            self.cfg.set(name, value)
+        self.cfg.set("when_ready", lambda server: print(banner(self.settings), file=sys.stderr, flush=True))
 
     def load(self):
         return self.application
 
 
-def run(app, settings):
+def run(app, settings: Settings):
+    if settings.owns_store_dir and not settings.redis_url:
+        master = os.getpid()
+        # this instance's own store folder goes with it (only the master's exit removes it)
+        atexit.register(lambda: os.getpid() == master and shutil.rmtree(settings.store_dir, ignore_errors=True))
     SandboxServer(app, settings).run()

@@ -5,9 +5,11 @@ the command line wins. Lists in the environment are os.pathsep-separated.
 """
 from __future__ import annotations
 
+import functools
 import os
 import secrets
-from dataclasses import dataclass, field, replace
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # sandbox/bundled/ links to the repository's spec/ and fixtures/, so that a wheel (a plain
@@ -15,6 +17,9 @@ from pathlib import Path
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 BUNDLED_SPEC = BUNDLED / "spec" / "open-api.yml"
 BUNDLED_FIXTURES = BUNDLED / "fixtures"
+
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "particulier-sandbox"
 
 
 class ConfigError(Exception):
@@ -55,32 +60,43 @@ class Settings:
     threads: int = 8
     redis_url: str | None = None
     token_secret: str | None = None
-    data_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "share" / "particulier-sandbox")
+    data_dir: Path = DEFAULT_DATA_DIR
     rate_limit: str = "20/second"
     ip_rate_limit: str = "1000/minute"
     sandbox_rate_limit: str = "100/second"
     faults: bool = True
     static_tokens: dict = field(default_factory=dict)
-    cors_origins: str = "*"
+    cors_origins: str = ""  # browser origins allowed beyond production's own (comma-separated)
+    strict: bool = False    # refuse to start on any fixture problem, schema problems included
+    serve_retired: bool = False  # keep serving the CAF v1 route production retired (transport.RETIRED)
     journal_size: int = 1000
     reload_interval: float = 1.0
     airtable_sync: float | None = None
     airtable_base: str | None = None
     default_token_ttl: int = 86400
+    franceconnect_clients: str | None = None  # `id:secret[=uri,uri]` entries, `;`-separated (docs/franceconnect.md)
+    franceconnect_ttl: int = 60  # seconds a built-in FranceConnect access token lives, as FranceConnect's own
 
     @classmethod
     def from_env(cls, env=os.environ, **overrides) -> "Settings":
-        values = {name: parse(env[var]) for var, (name, parse, _) in ENVIRONMENT.items() if env.get(var)}
+        values = {name: parse(env[var]) for var, (name, parse) in ENVIRONMENT.items() if env.get(var)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def with_(self, **changes) -> "Settings":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+    @property
+    def owns_store_dir(self) -> bool:
+        """Whether the store folder is this instance's alone (removed when it stops)."""
+        return self.data_dir == DEFAULT_DATA_DIR
 
-    def to_env(self) -> dict[str, str]:
-        """The environment that rebuilds these settings in another process."""
-        return {var: show(getattr(self, name)) for var, (name, _, show) in ENVIRONMENT.items()
-                if getattr(self, name) not in (None, "", {})}
+    @functools.cached_property
+    def store_dir(self) -> Path:
+        """The embedded store's folder. With the default data folder, each instance gets a
+        fresh one of its own (two sandboxes on one CI runner must not share per-address
+        counters or journals); a data folder named by --data-dir is shared by the instances
+        that name it, and kept across restarts."""
+        if not self.owns_store_dir:
+            return self.data_dir / "store"
+        return Path(tempfile.mkdtemp(prefix="particulier-sandbox-store-"))
 
     def resolved_secret(self) -> str:
         """The signing secret: given, or generated once and kept in the data folder so that a
@@ -107,30 +123,29 @@ class Settings:
         return path.read_text().strip()
 
 
-def _join(paths) -> str:
-    return os.pathsep.join(str(p) for p in paths)
-
-
-# environment variable -> (Settings field, parse the variable, write the field back)
+# environment variable -> (Settings field, parse the variable)
 ENVIRONMENT = {
-    "SANDBOX_HOST": ("host", str, str),
-    "SANDBOX_PORT": ("port", int, str),
-    "SANDBOX_SPEC": ("specs", _paths, _join),
-    "SANDBOX_FIXTURES": ("fixtures", _paths, _join),
-    "SANDBOX_WORKERS": ("workers", int, str),
-    "SANDBOX_THREADS": ("threads", int, str),
-    "SANDBOX_REDIS_URL": ("redis_url", str, str),
-    "SANDBOX_TOKEN_SECRET": ("token_secret", str, str),
-    "SANDBOX_DATA_DIR": ("data_dir", Path, str),
-    "SANDBOX_RATE_LIMIT": ("rate_limit", str, str),
-    "SANDBOX_IP_RATE_LIMIT": ("ip_rate_limit", str, str),
-    "SANDBOX_SANDBOX_RATE_LIMIT": ("sandbox_rate_limit", str, str),
-    "SANDBOX_FAULTS": ("faults", lambda v: _flag(v, True), lambda on: "on" if on else "off"),
-    "SANDBOX_TOKENS": ("static_tokens", lambda v: parse_static_tokens(v.split(";")),
-                       lambda tokens: ";".join(f"{v}={','.join(s)}" for v, s in tokens.items())),
-    "SANDBOX_CORS_ORIGINS": ("cors_origins", str, str),
-    "SANDBOX_JOURNAL_SIZE": ("journal_size", int, str),
-    "SANDBOX_RELOAD_INTERVAL": ("reload_interval", float, str),
-    "SANDBOX_AIRTABLE_SYNC": ("airtable_sync", float, str),
-    "AIRTABLE_BASE_ID": ("airtable_base", str, str),
+    "SANDBOX_HOST": ("host", str),
+    "SANDBOX_PORT": ("port", int),
+    "SANDBOX_SPEC": ("specs", _paths),
+    "SANDBOX_FIXTURES": ("fixtures", _paths),
+    "SANDBOX_WORKERS": ("workers", int),
+    "SANDBOX_THREADS": ("threads", int),
+    "SANDBOX_REDIS_URL": ("redis_url", str),
+    "SANDBOX_TOKEN_SECRET": ("token_secret", str),
+    "SANDBOX_DATA_DIR": ("data_dir", Path),
+    "SANDBOX_RATE_LIMIT": ("rate_limit", str),
+    "SANDBOX_IP_RATE_LIMIT": ("ip_rate_limit", str),
+    "SANDBOX_SANDBOX_RATE_LIMIT": ("sandbox_rate_limit", str),
+    "SANDBOX_FAULTS": ("faults", lambda v: _flag(v, True)),
+    "SANDBOX_TOKENS": ("static_tokens", lambda v: parse_static_tokens(v.split(";"))),
+    "SANDBOX_CORS_ORIGINS": ("cors_origins", str),
+    "SANDBOX_STRICT": ("strict", lambda v: _flag(v, False)),
+    "SANDBOX_SERVE_RETIRED": ("serve_retired", lambda v: _flag(v, False)),
+    "SANDBOX_JOURNAL_SIZE": ("journal_size", int),
+    "SANDBOX_RELOAD_INTERVAL": ("reload_interval", float),
+    "SANDBOX_AIRTABLE_SYNC": ("airtable_sync", float),
+    "AIRTABLE_BASE_ID": ("airtable_base", str),
+    "SANDBOX_FRANCECONNECT_CLIENTS": ("franceconnect_clients", str),
+    "SANDBOX_FRANCECONNECT_TTL": ("franceconnect_ttl", int),
 }

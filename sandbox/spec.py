@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from . import transport, validation_rules
 from .errors import ApiError
 from .settings import ConfigError
 
@@ -23,8 +24,9 @@ except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
-# Routes production has removed; they answer 410 whatever a loaded spec says.
-REMOVED_PATHS = {"/api/v2/avis-imposition"}
+# Routes production has removed; they answer 410 whatever a loaded spec says (transport.py
+# has production's texts, and the setting that keeps serving the CAF v1 route).
+REMOVED_PATHS = frozenset(transport.RETIRED)
 CIVIL_STATUS_NAMES = {"nom", "nomNaissance", "nomUsage", "prenom", "prenoms", "dateDeNaissance",
                       "lieuDeNaissance", "sexe", "anneeDateDeNaissance", "moisDateDeNaissance",
                       "jourDateDeNaissance", "codeInseeLieuDeNaissance", "codePaysLieuDeNaissance"}
@@ -174,10 +176,21 @@ class Operation:
         return self.path.startswith(("/api/v", "/v")) and not self.path.startswith("/v1/")
 
     def validate(self, args, headers) -> dict:
-        """Check the request's parameters; returns the typed values. Raises ApiError."""
+        """Check the request's parameters as production does. Raises ApiError.
+
+        Production's code never reads its OpenAPI spec: on the routes it governs, its own rules
+        (validation_rules.py) are the whole check. A route no production rule knows (one of a
+        spec a user loads) keeps the spec's compiled checkers; returns their typed values."""
+        if self.is_api:
+            from .auth import bearer_token  # a Bearer on a FranceConnect-capable route is a FranceConnect call
+            france_connect = self.france_connect and bearer_token(headers) is not None
+            if validation_rules.check(self.operation_id, self.v3, args, headers, france_connect):
+                return {}
+        return self.check_spec(args, headers)
+
+    def check_spec(self, args, headers) -> dict:
+        """The spec's compiled checkers; returns the typed values. Raises ApiError."""
         values = {}
-        if self.v3 and "recipient" in self.keys:
-            self.check_recipient(args)  # first, with production's own codes (00203 / 00210)
         for p in self.params:
             if p.location == "query":
                 raws = args.getlist(p.name) or (args.getlist(p.key) if p.is_array else [])
@@ -204,14 +217,6 @@ class Operation:
         self.check_rules(args, values)
         return values
 
-    @staticmethod
-    def check_recipient(args):
-        recipients = args.getlist("recipient")
-        if not recipients or not recipients[0]:
-            raise ApiError("recipient_missing", parameter="recipient")
-        if len(recipients) > 1 or not is_siret(recipients[0]):
-            raise ApiError("recipient_invalid", parameter="recipient")
-
     def check_rules(self, args, values):
         """Cross-parameter rules production applies on top of the schema."""
         if "ine" in self.keys and "ine" in values:
@@ -224,16 +229,8 @@ class Operation:
 
 @functools.lru_cache(maxsize=4096)  # a client sends its own SIRET on every call
 def is_siret(value: str) -> bool:
-    """14 digits with a valid Luhn key (La Poste's SIRETs, 356000000xxxxx, sum to a multiple of 5)."""
-    if not re.fullmatch(r"[0-9]{14}", value):  # not \d: it matches other scripts' digits too
-        return False
-    if value.startswith("356000000"):
-        return sum(int(c) for c in value) % 5 == 0
-    total = 0
-    for i, c in enumerate(reversed(value)):
-        d = int(c) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
+    """Production's SIRET check (validation_rules.is_siret)."""
+    return validation_rules.is_siret(value)
 
 
 def _auth_kinds(requirements, schemes) -> frozenset:

@@ -228,7 +228,7 @@ def test_the_page_has_no_inline_script_and_offers_the_token_control(docs_client)
     for script in links.scripts:
         # script-src 'self' would block inline code: only files and an inert JSON data block.
         assert script["attrs"].get("src") or script["attrs"].get("type") == "application/json", script
-    assert 'id="get-token"' in html and "Get a sandbox token" in html
+    assert 'id="get-token"' in html and "Obtenir un jeton" in html
     # Every scope is offered, ticked, with its one-line meaning from /sandbox/scopes.
     scopes = docs_client.get("/sandbox/scopes").get_json()["scopes"]
     boxes = re.findall(r'<input type="checkbox" name="scope" value="([^"]+)" checked>', html)
@@ -236,6 +236,45 @@ def test_the_page_has_no_inline_script_and_offers_the_token_control(docs_client)
     described = next(s for s in scopes if s["description"])
     assert str(escape(described["description"])) in html
     assert f"<legend>{escape(described['provider'])}</legend>" in html
+
+
+def test_the_home_page_sends_the_browser_to_the_docs(docs_client):
+    answer = docs_client.get("/")
+    assert answer.status_code == 302
+    assert urlsplit(answer.headers["Location"]).path == "/docs"
+    assert docs_client.get("/", follow_redirects=True).status_code == 200
+
+
+# The pages' own words are French (lang="fr"), as their users work: no English left in them.
+ENGLISH_WORDS = re.compile(r"\b(the|token|try|all|none|of|valid|until|case|request|status|no|see|enter|with)\b", re.I)
+
+
+class Text(HTMLParser):
+    """The text a person reads on a page: no code, no script, no attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.words, self._skip = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self._skip += tag in ("code", "pre", "script", "style", "small", "em", "legend", "label")
+
+    def handle_endtag(self, tag):
+        self._skip -= tag in ("code", "pre", "script", "style", "small", "em", "legend", "label")
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.words.append(data)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/docs/personas"])
+def test_the_pages_own_text_is_french(docs_client, page):
+    html = docs_client.get(page).get_data(as_text=True)
+    assert '<html lang="fr">' in html
+    parser = Text()
+    parser.feed(html)
+    text = " ".join(" ".join(parser.words).split())
+    assert not ENGLISH_WORDS.findall(text), text
 
 
 def test_only_swagger_ui_files_the_page_uses_are_served(docs_client):

@@ -182,6 +182,38 @@ def test_a_persona_link_opens_the_route_filled_in(start_server, browser, tmp_pat
     assert "identifiant=camille.essai" in curl and "recipient" not in curl
 
 
+def test_try_it_out_then_execute_answers_200_without_typing(start_server, browser):
+    """On the bundled population: the parameters come pre-filled with a persona that answers."""
+    import yaml
+    from selenium.webdriver.common.by import By
+
+    server = start_server("--workers", "1")
+    driver = browser
+    driver.get(server.url + "/")  # the home page sends the browser to the console
+    _visible(driver, ".swagger-ui .information-container")
+    assert driver.current_url == server.url + "/docs"
+    count = driver.find_element(By.ID, "scope-count")
+    assert count.get_attribute("textContent").startswith("tous ("), "the page speaks French"
+    _click(driver, driver.find_element(By.ID, "get-token"))
+    _visible(driver, "#token-result")
+    spec = yaml.safe_load(requests.get(server.url + "/openapi.yml", timeout=10).text)
+
+    for tag, path in [("France Travail", "/v3/france_travail/statut/identifiant"),
+                      ("v2 France Travail", "/api/v2/situations-pole-emploi")]:
+        block = _operation(driver, tag, path)
+        _click(driver, driver.find_element(By.CSS_SELECTOR, f"{block} .try-out__btn"))
+        status, body, curl = _execute(driver, block)  # nothing typed
+        assert status == 200, (path, body, curl)
+        assert body == spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+    # the official staging's well-known keys, and not v2's optional recipient
+    assert "situations-pole-emploi?identifiant=default'" in curl and "recipient" not in curl
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});",
+                          driver.find_element(By.CSS_SELECTOR, f"{block} .btn.execute"))
+    driver.save_screenshot(str(ARTIFACTS / "docs-execute-prefilled.png"))
+
+
 # Holds Swagger UI's fetch of the spec until the test lets it go, so a click on "Get a token"
 # lands before the console knows the security schemes: the case a quick user or a slow
 # machine produces by chance.

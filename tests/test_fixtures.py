@@ -167,15 +167,16 @@ def test_hot_reload_and_broken_edit_keeps_the_last_good_set(start_server, popula
     write_case(population / V2_OP, "200_lea.yaml", {"identifiant": "lea"}, payload=_v2_payload("NOUVELLE"))
     assert eventually((200, "NOUVELLE"), "lea") == (200, "NOUVELLE")
     (population / V2_OP / "200_paul.yaml").write_text("params: [broken\n")
-    time.sleep(1.5)
+    deadline = time.time() + 10  # until the watcher has seen the broken edit (it says so), no longer
+    while not ("malformed" in server.output() or "not valid YAML" in server.output()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert "malformed" in server.output() or "not valid YAML" in server.output(), "the watcher never reloaded"
     assert nom() == (200, "MODIFIE")  # the broken edit is not served: the last good set is
-    assert "malformed" in server.output() or "not valid YAML" in server.output()
 
 
 def test_official_staging_folders_load_unchanged(make_app):
     from .conftest import require_reference
     reference = require_reference()
-    shutil.copytree  # the folders are read in place, never rewritten
     app = make_app(specs=(reference / "openapi" / "api-particulier-v2.yaml", reference / "openapi" / "api-particulier-v3.yaml"),
                    fixtures=(reference / "staging-payloads",))
     fixtures = app.extensions["sandbox"].population.current

@@ -282,38 +282,44 @@ def test_docs_page_shares_the_sandbox_limit(frozen):
     assert client.get("/docs").headers["Retry-After"] == "1"
 
 
-def test_a_store_that_fails_answers_503_never_500(frozen):
-    client, _ = frozen()
-    store = client.application.extensions["sandbox"].store
-    for suffix in ("", "-wal", "-shm"):  # the file is replaced by a folder: SQLite cannot open it
-        store.path.with_name(store.path.name + suffix).unlink(missing_ok=True)
-    store.path.mkdir()
-    store.reset_after_fork()  # drop the open connections, as after a fork
-    v2 = client.get(V2_PATH, headers={"X-Api-Key": token_for()})
-    v3 = client.get(V3_PATH, headers={"Authorization": f"Bearer {token_for()}"})
-    assert v2.status_code == 503 and v2.get_json()["error"] == "error"
+def test_a_store_that_fails_answers_503_never_500(make_app, monkeypatch):
+    """A store that cannot record a call (here: full) answers 503 in the route's format."""
+    from sandbox.store.lmdb_store import LmdbStore
+    monkeypatch.setattr(LmdbStore, "MAP_SIZE", 256 * 1024)
+    client = make_app(rate_limit="off", ip_rate_limit="off").test_client()
+    token = token_for()
+    statuses = []
+    for i in range(1000):
+        answer = client.get(V2_PATH + "&padding=" + "x" * 2000 + str(i), headers={"X-Api-Key": token})
+        statuses.append(answer.status_code)
+        if answer.status_code == 503:
+            break
+    assert statuses[-1] == 503 and set(statuses[:-1]) <= {400, 404}, (len(statuses), set(statuses))
+    assert answer.get_json()["error"] == "error"
+    v3 = client.get(V3_PATH + "&padding=" + "x" * 2000, headers={"Authorization": f"Bearer {token}"})
     assert v3.status_code == 503 and v3.get_json()["errors"][0]["code"] == "00501"
-    assert client.get("/sandbox/requests", headers={"X-Api-Key": token_for()}).status_code == 503
 
 
-def test_sqlite_store_counts_exactly_across_threads(make_settings):
-    """Many threads on one SQLite file, each with its own connection: no lost update."""
-    from sandbox.store import SqliteStore
+def test_the_embedded_store_counts_exactly_across_threads(make_settings):
+    """Many threads on one store: no lost update."""
+    from sandbox.store import Call
+    from sandbox.store.lmdb_store import LmdbStore
     settings = make_settings()
-    store = SqliteStore(settings.data_dir / "store.sqlite3", 100, clock=lambda: T0)
+    store = LmdbStore(settings.data_dir / "store", 100, clock=lambda: T0)
     with ThreadPoolExecutor(16) as pool:
-        hits = list(pool.map(lambda _: store.admit(None, [("t:x", 1)])[1][0].count, range(400)))
+        hits = list(pool.map(lambda _: store.count(Call(None, [("t:x", 1)], [10**9]))[1][0].count, range(400)))
     assert sorted(hits) == list(range(1, 401))
 
 
 # --- real gunicorn, embedded store ------------------------------------------------------------
-def test_burst_on_two_workers_gives_exactly_twenty(start_server, tmp_path):
-    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)))  # default: 2 workers
+def test_burst_on_two_workers_gives_exactly_the_limit(start_server, tmp_path):
+    """20 per minute rather than per second: however slowly this machine sends the 60 calls, they
+    fall in at most two windows, so one of them gets more than 20 and must admit exactly 20.
+    (20/second itself is checked with a frozen clock above; the count is the same code.)"""
+    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)), "--rate-limit", "20/minute")  # 2 workers
     token = token_for()
     answers = burst([(server.url + V2_PATH, {"X-Api-Key": token})] * 60)
-    windows = assert_exact(answers, 20)
-    first = min(windows)
-    assert len(windows[first]) > 20, {r: len(w) for r, w in windows.items()}  # the burst fit its first second
+    assert_exact(answers, 20, period=60)
     other = requests.get(server.url + V2_PATH, headers={"X-Api-Key": token_for()}, timeout=10)
     assert other.status_code == 200
     assert other.headers["RateLimit-Remaining"] == "19"
@@ -343,18 +349,23 @@ def test_embedded_store_holds_under_concurrency(start_server, tmp_path):
 
 
 def test_cli_flags_set_the_limits(start_server, tmp_path):
-    if time.time() % 3600 > 3600 - 40:  # keep the whole test inside one hour window
-        time.sleep(3600 - time.time() % 3600 + 0.1)
-    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)), "--rate-limit", "5/second",
-                          "--ip-rate-limit", "12/hour")
-    answers = burst([(server.url + V2_PATH, {"X-Api-Key": token_for()})] * 8, workers=8)
-    assert_exact(answers, 5)
-    # 8 calls so far from 127.0.0.1; 4 more pass the address ceiling, then fresh tokens are refused
-    statuses = [requests.get(server.url + V2_PATH, headers={"X-Api-Key": token_for()}, timeout=10)
-                for _ in range(5)]
-    assert [s.status_code for s in statuses] == [200] * 4 + [429]
-    assert statuses[-1].headers["RateLimit-Limit"] == "12"
-    assert int(statuses[-1].headers["Retry-After"]) >= 1
+    """Per-minute limits, and counts that hold wherever the minute's edge falls: 12 calls span at
+    most two windows, so one gets more than 5; 2 x 30 + 1 calls must meet the address ceiling."""
+    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)), "--rate-limit", "5/minute",
+                          "--ip-rate-limit", "30/minute")
+    answers = burst([(server.url + V2_PATH, {"X-Api-Key": token_for()})] * 12, workers=12)
+    assert_exact(answers, 5, period=60)
+    # fresh tokens from the same address: admitted until the address ceiling, whichever window
+    admitted = 0
+    for _ in range(2 * 30 + 1):
+        answer = requests.get(server.url + V2_PATH, headers={"X-Api-Key": token_for()}, timeout=10)
+        if answer.status_code != 200:
+            break
+        admitted += 1
+    assert answer.status_code == 429, "the address ceiling was never reached"
+    assert answer.headers["RateLimit-Limit"] == "30"
+    assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    assert admitted >= 30 - 12, "a window's reset only adds room: at least the ceiling minus the burst passed"
 
 
 @pytest.mark.parametrize("flag,value", [("--rate-limit", "lots"), ("--ip-rate-limit", "1000/eon")])

@@ -43,6 +43,21 @@ def test_token_without_scopes_in_body_gets_all_scopes(client):
     assert "cnaf_enfants" in body["scopes"] and "pole_emploi_paiements" in body["scopes"]
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_a_json_body_is_read_whatever_its_content_type(client, content_type):
+    """`curl -X POST .../sandbox/tokens -d '{"scopes": [...]}'` labels its body as a form."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/sandbox/tokens", data='{"scopes": ["cnaf_enfants"], "ttl": 60}', headers=headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["scopes"] == ["cnaf_enfants"]
+
+
+def test_a_form_body_is_refused_clearly(client):
+    response = client.post("/sandbox/tokens", data={"scopes": "cnaf_enfants"})
+    assert response.status_code == 400
+    assert "JSON" in response.get_json()["message"]
+
+
 @pytest.mark.parametrize("payload", [{"scopes": ["not_a_scope"]}, {"scopes": "cnaf_enfants"}, {"ttl": 0},
                                      {"ttl": "3600"}, [1, 2]])
 def test_bad_mint_requests_are_refused_clearly(client, payload):
@@ -59,10 +74,12 @@ def test_one_token_works_on_v2_and_v3_in_every_accepted_place(client):
     assert client.get(V3, headers=v3_headers(token)).status_code == 200
 
 
-def test_v3_only_takes_bearer(client):
+def test_v3_takes_every_transport_production_takes(client):
+    """Bearer, then X-Api-Key, then ?token= on every version (siade/app/lib/user_resolution_middleware.rb);
+    this test said "v3 only takes Bearer" until production's code proved otherwise (issue 16)."""
     token = token_for()
-    _v3_error(client.get(V3, headers=v2_headers(token)), 401, "00101")
-    _v3_error(client.get(V3 + "&token=" + token), 401, "00101")
+    assert client.get(V3, headers=v2_headers(token)).status_code == 200
+    assert client.get(V3 + "&token=" + token).status_code == 200
 
 
 def test_missing_and_unknown_tokens(client):
@@ -82,7 +99,7 @@ def test_expired_token(client):
     expired, _ = jwt.encode({"uid": "u", "jti": "expired-jti", "scopes": ["pole_emploi_identite"], "sub": "x",
                              "iat": int(time.time()) - 100, "exp": int(time.time()) - 10, "version": "1.0"},
                             SECRET, algorithm="HS256"), None
-    _v2_denied(client.get(V2, headers=v2_headers(expired)))
+    _v2_flat(client.get(V2, headers=v2_headers(expired)), "Votre token est expiré")
     _v3_error(client.get(V3, headers=v3_headers(expired)), 401, "00103")
 
 
@@ -91,8 +108,17 @@ def test_revoked_token(client):
     assert client.get(V3, headers=v3_headers(body["token"])).status_code == 200
     assert client.delete(f"/sandbox/tokens/{body['jti']}").status_code == 204
     _v3_error(client.get(V3, headers=v3_headers(body["token"])), 401, "00105")
-    _v2_denied(client.get(V2, headers=v2_headers(body["token"])))
-    _v2_denied(client.get("/api/introspect", headers=v2_headers(body["token"])))
+    _v2_flat(client.get(V2, headers=v2_headers(body["token"])), "Votre jeton est sur liste noire")
+    # outside /api/v2/, production's blocklist answers in the JSON:API format
+    _v3_error(client.get("/api/introspect", headers=v2_headers(body["token"])), 401, "00105")
+
+
+def _v2_flat(response, detail):
+    """v2 answers an expired or revoked token with production's flat list
+    (siade/app/controllers/api_controller.rb, config/initializers/rack_attack.rb)."""
+    assert response.status_code == 401, response.get_data(as_text=True)
+    (message,) = response.get_json()["errors"]
+    assert message.startswith(detail)
 
 
 def test_alg_none_and_other_algorithms_are_refused(client):

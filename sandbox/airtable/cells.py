@@ -18,6 +18,7 @@ from .common import SyncError, same
 
 CASE, TYPES, STATUS = "case", "_types", "status"
 KINDS = frozenset({"str", "int", "float", "bool", "null", "date", "datetime", "json", "yaml"})
+_DATED = frozenset({"int", "date", "datetime"})  # the types a relative date may stand for
 TOP_ORDER = ("description", "params", "status", "payload", "latency_ms")  # normal form of new files
 
 
@@ -123,7 +124,9 @@ def _decode(column, cell, kind, where):
         if re.fullmatch(r"\s*\d{3}\s*", text):
             return True, int(text)
         problem = f"{text!r} is not an HTTP status code"
-    elif kind in (None, "str", "null"):
+    elif kind in (None, "str", "null") or (kind in _DATED and "{{" in text):
+        # a relative date typed over a number or a date ({{ today | year }}): kept as its text,
+        # the sandbox resolves it on the day of each answer
         return True, text
     elif kind == "int":
         if re.fullmatch(r"\s*[+-]?\d+\s*", text):

@@ -131,12 +131,12 @@ def validate(stage: Path, target: Path, plans: list, operations: dict):
     for folder in folders:  # the live versions of exactly these folders, for the baseline
         if (target / folder).is_dir():
             (live / folder).symlink_to((target / folder).resolve(), target_is_directory=True)
-    baseline = {_problem_key(p, live) for p in fixture_module.load([live], operations).problems}
+    baseline = {_problem_key(p, live) for p in fixture_module.load([live], operations).check()}
     shutil.rmtree(live)
     candidate = fixture_module.load([stage], operations)
     by_folder = {p.folder: p for p in plans}
     faults = []
-    for problem in candidate.problems:
+    for problem in candidate.check():
         if _problem_key(problem, stage) in baseline:
             continue  # already there before the pull: not this pull's doing
         path = Path(problem.file)

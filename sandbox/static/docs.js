@@ -44,7 +44,7 @@
   function countScopes() {
     var boxes = scopeBoxes();
     var checked = boxes.filter(function (b) { return b.checked; }).length;
-    $("scope-count").textContent = checked === boxes.length ? "all (" + checked + ")" : checked + " of " + boxes.length;
+    $("scope-count").textContent = checked === boxes.length ? "tous (" + checked + ")" : checked + " sur " + boxes.length;
   }
 
   function setAll(value) {
@@ -62,7 +62,7 @@
     $("token-value").value = minted.token;
     var expiry = new Date(minted.expires_at);
     $("token-expiry").dateTime = minted.expires_at;
-    $("token-expiry").textContent = expiry.toLocaleString() + " (" + minted.expires_at + ")";
+    $("token-expiry").textContent = expiry.toLocaleString("fr-FR") + " (" + minted.expires_at + ")";
     $("token-scopes").textContent = String(minted.scopes.length);
     $("token-result").hidden = false;
   }
@@ -109,7 +109,7 @@
       showToken(minted);
       try { localStorage.setItem(STORED, JSON.stringify(minted)); } catch (e) { /* private mode */ }
     }).catch(function (error) {
-      showError("No token: " + error.message);
+      showError("Pas de jeton : " + error.message);
     }).then(function () {
       button.disabled = false;
     });

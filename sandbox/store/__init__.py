@@ -1,31 +1,86 @@
 """Shared state: rate-limit counters, revoked tokens, the request journal.
 
-Two backends with one interface. The embedded default lives in the data folder: a SQLite
-file (journal, revoked tokens) and a memory-mapped file beside it (counters, see shared.py);
-no service to run, and every gunicorn worker of the instance shares both, so counts stay
-exact across processes. Redis mode shares the same state across processes and hosts.
+Two backends with one interface, each doing an API call's whole store work in one step:
+- embedded (default): an LMDB environment, a memory-mapped transactional key-value store that
+  every gunicorn worker of the instance opens; one write transaction per call;
+- Redis: the same state shared by every process and host; one round trip per call.
 
-An API call goes through `settle(jti, counters, owner, decide)`: revocation check and counts,
-then `decide(revoked, hits)` gives the call's journal entry with its final status.
-A store that cannot answer raises StoreUnavailable, which the routes answer 503: the sandbox
-never serves a call it could not count (no "fail open").
+`count(call)` checks the revocation, counts the call in each of its windows and journals it
+with its final status (a revoked token or a call over its limit is journaled with the 401 or
+429 it gets). A store that cannot answer raises StoreUnavailable, which the routes answer 503:
+the sandbox never serves a call it could not count (no "fail open").
 """
 from __future__ import annotations
 
-import sqlite3
+import logging
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ..settings import ConfigError
-from .base import Hit, StoreUnavailable
-from .sqlite import SqliteStore
+logger = logging.getLogger("sandbox.store")
 
-__all__ = ["Hit", "StoreUnavailable", "SqliteStore", "open_store"]
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached: the request is answered 503, never unlimited."""
+
+
+class Hit(NamedTuple):
+    """One counted call in one fixed window."""
+    count: int    # calls in this window, this one included
+    reset: int    # epoch second at which the window ends (RateLimit-Reset)
+    now: float    # the counting clock at that moment, for Retry-After
+
+
+@dataclass
+class Call:
+    """What one call asks of the store."""
+    jti: str | None                       # checked against the revocations (sandbox JWTs only)
+    counters: list = field(default_factory=list)  # [(key, period in seconds)]
+    amounts: list = field(default_factory=list)   # the limit of each counter
+    owner: str | None = None              # whose journal gets the entry (None: not journaled)
+    entry: dict | None = None             # the journal entry, as answered
+
+    def refused_status(self, revoked: bool, hits) -> int | None:
+        """The status the store's verdict imposes: 401 revoked, 429 over a limit, else None.
+        (The Redis script applies the same rule on the server.)"""
+        if revoked:
+            return 401
+        if any(hit.count > amount for hit, amount in zip(hits, self.amounts)):
+            return 429
+        return None
+
+
+def refused_entry(entry: dict, status: int) -> dict:
+    """The journal entry of a call the store refused: its status, and no case or fault."""
+    out = {k: v for k, v in entry.items() if k not in ("near_miss", "fault")}
+    out["status"], out["case"] = status, None
+    return out
+
+
+class Health:
+    """Logs a store going down and coming back once each, not once per request."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.down = False
+
+    def failed(self, exc):
+        if not self.down:
+            self.down = True
+            logger.warning("%s unreachable, API calls answer 503 until it is back: %s", self.name, exc)
+
+    def ok(self):
+        if self.down:
+            self.down = False
+            logger.warning("%s reachable again", self.name)
 
 
 def open_store(settings):
+    from ..settings import ConfigError
     if settings.redis_url:
         from .redis_store import RedisStore
         return RedisStore(settings.redis_url, settings.journal_size)
+    from .lmdb_store import LmdbStore
     try:
-        return SqliteStore(settings.data_dir / "store.sqlite3", settings.journal_size)
-    except (sqlite3.Error, OSError) as exc:
-        raise ConfigError(f"cannot open the sandbox store in {settings.data_dir}: {exc}") from None
+        return LmdbStore(settings.store_dir, settings.journal_size)
+    except (OSError, StoreUnavailable) as exc:
+        raise ConfigError(f"cannot open the sandbox store in {settings.store_dir}: {exc}") from None

@@ -1,0 +1,211 @@
+"""The spec as the "try it" page shows it: every operation pre-filled with a persona that answers.
+
+For each API operation, a 200 case of the fixtures becomes the `example` of its parameters (so
+"Try it out" then "Execute" answers 200 at once), its payload the "Example Value" of the 200
+answer, and each error status shows the body the sandbox really sends (rendered by errors.py).
+Worked out when the app is built, and again only when the fixtures have been reloaded.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+
+import yaml
+from werkzeug.datastructures import MultiDict
+
+from . import dates, errors
+from .errors import ApiError
+from .fixtures import request_key
+
+RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
+# The official staging's well-known keys: integrators already know them, so they come first.
+WELL_KNOWN = {"identifiant": "default", "ine": "1234567890a", "numeroallocataire": "0000354", "codepostal": "99148"}
+# Status -> the error that answers with it, when no fixture case is involved.
+API_ERROR_BY_STATUS = {401: "missing_token", 403: "insufficient_scopes", 410: "gone", 413: "payload_too_large",
+                       429: "rate_limited"}
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    def ignore_aliases(self, data):  # one persona's payload may show twice: write it out, no &id001
+        return True
+
+
+class DocsSpec:
+    """The merged spec with examples, for /openapi.yml and the /docs page."""
+
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        self._lock = threading.Lock()
+        self._built_for = None
+        self._document = self._yaml = None
+        self.document()  # at start-up: a broken fixture set shows now, not on the first page view
+
+    def document(self) -> dict:
+        with self._lock:
+            current = self.sandbox.population.current
+            built_for = (current, dates.today())  # payloads' relative dates move with the day
+            if self._built_for != built_for:  # first use, the fixtures were reloaded, or a new day
+                self._document = with_examples(self.sandbox.specs.document, self.sandbox.operations, current,
+                                               self.sandbox.catalogue)
+                self._built_for, self._yaml = built_for, None
+            return self._document
+
+    def yaml(self) -> bytes:
+        document = self.document()
+        with self._lock:
+            if self._yaml is None:  # dumped on first use: ~0.2 s that a start-up need not pay
+                self._yaml = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True).encode()
+            return self._yaml
+
+
+def with_examples(document: dict, operations: dict, fixtures, catalogue) -> dict:
+    """A copy of `document` whose API operations carry examples; `document` is left as it is."""
+    out = {**document, "paths": dict(document.get("paths") or {})}
+    for op in operations.values():
+        item = out["paths"].get(op.path)
+        if not isinstance(item, dict) or not isinstance(item.get(op.method.lower()), dict):
+            continue
+        item = out["paths"][op.path] = dict(item)
+        raw = item[op.method.lower()] = dict(item[op.method.lower()])
+        case = None if op.gone else persona(op, fixtures)
+        params = query_params(op, case) if case is not None else {}
+        # Path-level parameters are copied into the operation (an operation's parameter overrides
+        # the path's of the same name), so the examples of one method do not reach another.
+        own = {(q.get("name"), q.get("in")): q for q in map(lambda n: _resolve(n, document),
+                                                            item.get("parameters") or []) if isinstance(q, dict)}
+        own.update({(q.get("name"), q.get("in")): q for q in map(lambda n: _resolve(n, document),
+                                                                 raw.get("parameters") or []) if isinstance(q, dict)})
+        if own:
+            raw["parameters"] = [_param(q, params) for q in own.values()]
+        if "responses" in raw:
+            raw["responses"] = {status: _response(response, _body(op, status, case, catalogue), document)
+                                for status, response in raw["responses"].items()}
+    return out
+
+
+def persona(op, fixtures):
+    """The 200 case "Execute" shows: one a request with its params alone really selects."""
+    index = fixtures.cases.get(op.operation_id, {})
+    answered = [c for c in fixtures.ordered.get(op.operation_id, []) if c.status == 200]
+    if op.france_connect_only:  # the bearer's identity picks the case: any answered one shows the payload
+        return next((c for c in answered if not c.problem), None)
+    names = {p.key for p in op.params if p.location == "query"}
+    ranked = sorted((c for c in answered if index.get(c.key) is c and set(c.params) <= names | {"recipient"}),
+                    key=lambda c: (-_well_known(c), "officiel" not in c.file.name))
+    for case in ranked:
+        if case.problem:  # checked against the schema here only: the first good one ends the search
+            continue
+        args = MultiDict(_pairs(op, query_params(op, case)))
+        try:
+            op.validate(args, {})
+        except ApiError:
+            continue
+        if fixtures.match(op.operation_id, args, request_key(args)) is case:
+            return case
+    return None
+
+
+def query_params(op, case) -> dict:
+    """{spec parameter name: value} of the request that selects `case`."""
+    spec_name = {p.key: p.name for p in op.params}
+    params = {} if op.france_connect_only else {
+        spec_name.get(name.removesuffix("[]"), name): value for name, value in case.params.items()}
+    if op.v3 and "recipient" in op.keys:
+        params.setdefault("recipient", RECIPIENT)
+    return params
+
+
+def _well_known(case) -> int:
+    return sum(str(v).lower() == WELL_KNOWN.get(k.lower()) for k, v in case.params.items())
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _pairs(op, params: dict) -> list:
+    return [(name, _text(item)) for name, value in params.items()
+            for item in (value if isinstance(value, list) else [value])]
+
+
+def _resolve(node, document):
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/"):
+        target = document
+        for part in node["$ref"][2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def _param(param: dict, params: dict) -> dict:
+    if param.get("in") != "query":
+        return param
+    param = {k: v for k, v in param.items() if k not in ("example", "examples")}
+    if isinstance(param.get("schema"), dict) and "example" in param["schema"]:
+        param["schema"] = {k: v for k, v in param["schema"].items() if k != "example"}
+    # A parameter the persona does not send gets no example: Swagger UI would send it, and a
+    # request with an extra parameter matches no case.
+    if param.get("name") in params:
+        value = params[param["name"]]
+        param["example"] = [_text(v) for v in value] if isinstance(value, list) else _text(value)
+    return param
+
+
+def _body(op, status, case, catalogue):
+    """The body the sandbox answers with this status on this operation, or None."""
+    code = int(status) if str(status).isdigit() else None
+    if code == 200:
+        if case is None:
+            return None
+        payload = case.payload_on(dates.today())
+        scopes = catalogue.get(op.operation_id)
+        if scopes is not None:  # what a token holding every scope of the route receives
+            payload = scopes.mask(payload, frozenset(scopes.scopes))
+        return copy.deepcopy(payload)
+    if code is None or code < 400:
+        return None
+    if code in errors.FAULT_BY_STATUS:  # the provider failure `Prefer: code=<status>` asks for
+        scopes = catalogue.get(op.operation_id)
+        body = errors.provider_fault(errors.FAULT_BY_STATUS[code], op.v3, scopes.provider if scopes else "fournisseur",
+                                     scopes.code_prefix if scopes else "00")
+        return body[1] if body[0] == code else None
+    if code in (400, 422):
+        error = _invalid(op, case)
+        if error is None:
+            return None
+    elif code in API_ERROR_BY_STATUS:
+        error = ApiError(API_ERROR_BY_STATUS[code])
+    else:
+        return None
+    rendered_status, body = errors.render(error, op.v3)
+    return body if rendered_status == code else None
+
+
+def _invalid(op, case):
+    """The error the persona's request gets without its first required parameter, as the
+    sandbox's own validation words it."""
+    if case is None:
+        return None
+    params = query_params(op, case)
+    missing = next((p.name for p in op.params if p.required and p.name != "recipient" and p.name in params), None)
+    if missing is None:
+        return None
+    try:
+        op.validate(MultiDict(_pairs(op, {k: v for k, v in params.items() if k != missing})), {})
+    except ApiError as error:
+        return error
+    return None
+
+
+def _response(node, body, document):
+    if body is None:
+        return node
+    response = _resolve(node, document)
+    content = response.get("content") if isinstance(response, dict) else None
+    if not isinstance(content, dict):
+        return node
+    media_type = "application/json" if "application/json" in content else next(iter(content))
+    media = {k: v for k, v in (content[media_type] or {}).items() if k != "examples"}
+    return {**response, "content": {**content, media_type: {**media, "example": body}}}

@@ -1,0 +1,19 @@
+"""A built-in FranceConnect: an OpenID Connect provider that behaves like FranceConnect v2's
+integration environment, whose citizens are the sandbox's personas (docs/franceconnect.md).
+
+`blueprint(sandbox)` builds the provider once, at start-up (signing key, clients, the citizen
+directory), hands its token check to the API's authenticator, and returns the Flask blueprint.
+"""
+from __future__ import annotations
+
+from .personas import Personas
+from .provider import Provider
+from .views import make_blueprint
+
+
+def blueprint(sandbox):
+    personas = Personas(sandbox.population, sandbox.operations)
+    provider = Provider(sandbox.settings, sandbox.store, sandbox.catalogue, personas)
+    sandbox.franceconnect = provider
+    sandbox.authenticator.oidc = provider  # Authenticator.france_connect asks it about tokens it issued
+    return make_blueprint(sandbox, provider)

@@ -1,0 +1,109 @@
+"""What production sends around its bodies: request ids, caching headers, content types, and
+the answers of retired, unknown and unsupported-version routes.
+
+Each function names the production file it mirrors (paths under siade/ of
+datagouv/apistration). The pipeline (api.py) and the app (application.py) call them; this
+module decides nothing about a request's data.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+JSON = "application/json; charset=utf-8"
+JSON_API = "application/vnd.api+json; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+
+# --- X-Request-Id: Rails' ActionDispatch::RequestId (actionpack 8.1), on every answer ----------
+def request_id(headers) -> str:
+    """The client's X-Request-Id stripped to letters, digits, `_`, `-` and `@` and cut at 255
+    characters; a new UUID when the client sent none. Production echoes it, and its CNAV
+    routes check it is a UUID (validation_rules.request_id)."""
+    sent = headers.get("X-Request-Id") if headers is not None else None
+    if sent is not None and sent.strip():
+        return re.sub(r"[^\w\-@]", "", sent, flags=re.ASCII)[:255]
+    return str(uuid.uuid4())
+
+
+# --- caching: siade/app/controllers/concerns/cacheable.rb ---------------------------------------
+def cache_headers() -> dict:
+    """Set on every answer of an API route once the token and its scopes passed (before the
+    version, recipient and parameter checks): the sandbox never answers from a cache."""
+    return {"X-Response-Cached": "false", "X-Cache-Expires-in": ""}
+
+
+# --- content types: v3_and_more/base_controller.rb, api_controller.rb, v2/base_controller.rb ---
+def content_type(v3: bool, stage: str) -> str:
+    """`stage`: "auth" (token, scope and rate-limit refusals), "recipient" (the recipient
+    check, rendered before production sets its JSON:API type) or "answer" (data, parameter
+    errors, provider errors, unsupported version)."""
+    return JSON_API if v3 and stage == "answer" else JSON
+
+
+# --- retired routes: siade/config/routes/api_particulier.rb --------------------------------------
+_QF_V1_GONE = ("L'API Quotient Familial v1 n'est plus disponible depuis le 31/10/2025. Veuillez utiliser "
+               "l'API v2 : https://particulier.api.gouv.fr/catalogue/cnav/quotient_familial")
+_SVAIR_GONE = ("Cette URL n'existe plus sur API Particulier depuis le 8 janvier 2024. "
+               "Veuillez mettre à jour votre application.")
+# path -> (production's text, may the sandbox keep serving it with SANDBOX_SERVE_RETIRED=1)
+RETIRED = {
+    "/api/v2/composition-familiale": (_QF_V1_GONE, True),
+    "/api/caf/famille": (_QF_V1_GONE, False),
+    "/api/v2/avis-imposition": (_SVAIR_GONE, False),
+    "/api/impots/svair": (_SVAIR_GONE, False),
+}
+
+
+def retired_answer(path: str, serve_retired: bool = False):
+    """(410, body, headers) for a retired route, or None when it is served (unknown to this
+    table, or the CAF v1 route kept by the serve_retired setting). Production answers before
+    any token check, with a plain text body and no Content-Type."""
+    entry = RETIRED.get(path)
+    if entry is None or (serve_retired and entry[1]):
+        return None
+    return 410, entry[0].encode(), {}
+
+
+# --- unknown routes and versions ------------------------------------------------------------------
+_NOT_FOUND = "Cette URL n'existe pas sur Api particulier, veuillez vérifier votre URL."
+
+
+def unknown_route_answer():
+    """siade/app/controllers/errors_controller.rb (config/routes.rb's catch-all, every method):
+    404, plain text, before any token check. Also what production answers a known path called
+    with another method (there is no 405)."""
+    return 404, _NOT_FOUND.encode(), {"Content-Type": TEXT}
+
+
+_VERSIONED = re.compile(r"/v([^/]*)(/.+)")
+
+
+def version_of(path: str):
+    """(api version as production reads it, the rest of the path) for a `/v<x>/...` path, or None.
+    config/routes/api_particulier.rb scopes `v:api_version` with a constraint that the segment
+    holds a digit (lib/api_domain_constraint.rb); the controller reads it with to_i."""
+    found = _VERSIONED.fullmatch(path)
+    if not found or not re.search(r"\d", found.group(1), re.ASCII):
+        return None
+    from .validation_rules import to_i
+    return to_i(found.group(1)), found.group(2)
+
+
+def resolve_version(path: str, operations_by_path: dict):
+    """For a `/v<x>/<dataset>/<mode>` path with no route of its own: (operation, error detail or
+    None). The operation is a sibling version of the same route, whose token and scope checks
+    production runs first (before_action order); then it answers 404 00402 (VersionAware,
+    concerns/version_aware.rb) unless the version, read as an integer, exists (`/v03/` is v3)."""
+    parsed = version_of(path)
+    if parsed is None:
+        return None
+    version, rest = parsed
+    exact = operations_by_path.get(f"/v{version}{rest}")
+    if exact is not None:
+        return exact, None
+    for candidate, op in operations_by_path.items():
+        other = version_of(candidate)
+        if other is not None and other[1] == rest:
+            return op, f"La version v{version} n'est pas supportée pour cet endpoint"
+    return None
