@@ -29,7 +29,6 @@ from werkzeug.wrappers import Request, Response
 from . import dates, errors, faults
 from .errors import ApiError
 from .fixtures import request_key
-from .scopes import NothingVisible
 from .store import StoreUnavailable
 
 JSON = "application/json; charset=utf-8"
@@ -140,10 +139,7 @@ class Pipeline:
         headers["X-Sandbox-Case"] = case.id
         if case.problem:
             headers["X-Sandbox-Fixture-Invalid"] = case.problem.encode("ascii", "replace").decode()[:300]
-        try:
-            status, body = self._render(op, case, held)
-        except NothingVisible:
-            status, body = self._provider_fault(op, "not_found")
+        status, body = self._render(op, case, held)
         return status, body, headers
 
     def _render(self, op, case, held):
@@ -166,7 +162,7 @@ class Pipeline:
         scopes = self.catalogue.get(op.operation_id)
         provider = scopes.provider if scopes else "fournisseur"
         prefix = scopes.code_prefix if scopes else "00"
-        status, payload = errors.provider_fault(kind, op.v3, provider, prefix)
+        status, payload = errors.provider_fault(kind, op.v3, provider, prefix, op.operation_id)
         return status, errors.dumps(payload)
 
 
