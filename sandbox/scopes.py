@@ -20,10 +20,6 @@ CATALOGUE = Path(__file__).parent / "data" / "operations.yml"
 KEEP = True
 
 
-class NothingVisible(Exception):
-    """Kept for callers: production's serializers never turn a found record into a 404 (a mask
-    that leaves nothing answers 200 with what is left), so mask() no longer raises it."""
-
 
 def _tree(paths) -> dict:
     """['a.b', 'c[].d'] -> {'a': {'b': KEEP}, 'c': {'[]': {'d': KEEP}}}"""

@@ -167,7 +167,7 @@ def test_the_container_command_serves_and_the_healthcheck_passes(start_server, i
     assert fault.status_code == 504
     assert fault.json()["errors"][0]["code"] == "24002"
     # The data folder of the image is where the store lives.
-    assert (image.root / "data" / "store.sqlite3").exists()
+    assert (image.root / "data" / "store" / "data.mdb").exists()  # the image's data folder holds the store
 
     health = subprocess.run(healthcheck_command(), env=env, capture_output=True, text=True, timeout=30)
     assert health.returncode == 0, health.stderr
@@ -249,20 +249,3 @@ def test_compose_replicas_share_tokens_and_journal_through_redis(start_server, i
     assert answer.status_code == 200
     journal = requests.get(first.url + "/sandbox/requests", headers={"X-Api-Key": token}, timeout=10).json()
     assert [(e["path"], e["status"]) for e in journal["requests"]] == [(V2, 200)]
-
-
-def test_the_master_hands_its_loaded_objects_out_of_the_collector_s_sight_before_forking():
-    """sandbox/gunicorn_conf.py's pre_fork: what the preloaded master holds (specs, fixtures,
-    validators) goes to the collector's permanent generation, so a worker's full collections
-    skip it (and leave its copy-on-write pages shared). bench/README.md has the measure."""
-    import gc
-
-    from sandbox import gunicorn_conf
-
-    gc.unfreeze()
-    loaded = [{"case": i} for i in range(1000)]
-    try:
-        gunicorn_conf.pre_fork(server=None, worker=None)
-        assert gc.get_freeze_count() >= len(loaded)
-    finally:
-        gc.unfreeze()
