@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ def parse_args():
     parser.add_argument("--memory-requests", type=int, default=200_000,
                         help="requests served before the sandbox's memory is read again [200000]")
     parser.add_argument("--no-prism", action="store_true", help="skip Prism")
+    parser.add_argument("--no-redis", action="store_true", help="skip the sandbox on Redis")
     parser.add_argument("--skip-startup", action="store_true", help="skip the start-up time measure")
     parser.add_argument("--prism-timeout", type=float, default=300, help="seconds Prism (npx) may take to start [300]")
     return parser.parse_args()
@@ -57,7 +59,9 @@ def seconds(text: str) -> float:
 
 # --- start-up ---------------------------------------------------------------------------------
 def measure_startup(tmp: Path, repeats=5) -> list[tuple[str, list[float]]]:
-    """Seconds from process start to the first 200 on /api/ping, the production command."""
+    """Seconds from process start to the first 200 of an API route (a token checked, a case
+    matched, masked and journaled), the production command."""
+    first_answer = f"/api/v2/situations-pole-emploi?identifiant=default&token={mint_tokens(2)[0]}"
     setups = [("bundled spec + fixtures", [])]
     if STAGING.is_dir():
         setups.append(("bundled + official staging folders",
@@ -71,7 +75,7 @@ def measure_startup(tmp: Path, repeats=5) -> list[tuple[str, list[float]]]:
             port = free_port()
             server = start_sandbox(port, tmp / f"startup-{label[:7]}-{i}", tmp / f"startup-{i}.log", args)
             try:
-                times.append(server.wait_ready(timeout=120))
+                times.append(server.wait_ready(path=first_answer, timeout=120))
             finally:
                 server.stop()
         results.append((label, times))
@@ -93,6 +97,30 @@ def start_prism(tmp: Path, timeout: float) -> Server | None:
         server.stop()
         return None
     return server
+
+
+class RedisServer:
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
+                                         "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip() == b"PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_redis(tmp: Path):
+    if not shutil.which("redis-server"):
+        print("  sandbox on Redis skipped: redis-server is not installed")
+        return None
+    return RedisServer(tmp)
 
 
 def measure(server: Server, script: Path, args) -> dict:
@@ -143,7 +171,7 @@ def main():
         f"{path.split('?')[0]} -> {status}" for path, _, status in MIX))
 
     if not args.skip_startup:
-        print("\nstart-up (process start -> first 200 on /api/ping), `particulier-sandbox serve`:")
+        print("\nstart-up (process start -> first 200 of an API route), `particulier-sandbox serve`:")
         for label, times in measure_startup(tmp):
             print(f"  {label:40s} median {statistics.median(times):.2f} s   "
                   f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
@@ -152,10 +180,14 @@ def main():
     script = write_lua(tmp / "mix.lua", tokens, count_statuses=True)
 
     servers = {}
-    prism = None
+    prism = redis = None
     try:
         servers["bare Flask"] = start_bare(free_port(), tmp / "bare.log")
         servers["sandbox"] = start_sandbox(free_port(), tmp / "sandbox-data", tmp / "sandbox.log")
+        redis = start_redis(tmp) if not args.no_redis else None
+        if redis:
+            servers["sandbox Redis"] = start_sandbox(free_port(), tmp / "sandbox-redis-data", tmp / "sandbox-redis.log",
+                                                     ["--redis", redis.url])
         for server in servers.values():
             server.wait_ready()
             deadline = time.monotonic() + 30
@@ -181,7 +213,7 @@ def main():
             for name, server in servers.items():
                 result = measure(server, script, args)
                 results[name].append(result)
-                if name == "sandbox":
+                if name.startswith("sandbox"):
                     served += result["requests"]
                     problems = check_sandbox(result)
                     for problem in problems:
@@ -199,6 +231,8 @@ def main():
     finally:
         for server in servers.values():
             server.stop()
+        if redis:
+            redis.stop()
 
 
 def median_of(runs, key):
@@ -217,6 +251,10 @@ def report(args, results, rss):
     sandbox, bare = summary["sandbox"], summary["bare Flask"]
     print(f"\n  sandbox / bare Flask: {sandbox['rps'] / bare['rps']:.2f}x requests/s, "
           f"p99 {sandbox['p99_us'] / bare['p99_us']:.2f}x, CPU per request {sandbox['cpu_us_per_request'] / bare['cpu_us_per_request']:.2f}x")
+    if "sandbox Redis" in summary:
+        on_redis = summary["sandbox Redis"]
+        print(f"  sandbox on Redis / bare Flask: {on_redis['rps'] / bare['rps']:.2f}x requests/s, "
+              f"p99 {on_redis['p99_us'] / bare['p99_us']:.2f}x")
     if "Prism" in summary:
         prism = summary["Prism"]
         print(f"  sandbox / Prism:      {sandbox['rps'] / prism['rps']:.2f}x requests/s, "

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import dates, errors, faults
 from .errors import ApiError
-from .fixtures import request_key
+from .fixtures import canonical_identity, request_key
 from .store import StoreUnavailable
 
 JSON = "application/json; charset=utf-8"
@@ -37,8 +37,9 @@ _MEMO_LIMIT = 50_000
 
 
 class Pipeline:
-    def __init__(self, settings, authenticator, limiter, catalogue, population, journal):
+    def __init__(self, settings, authenticator, limiter, catalogue, population, journal, personas=None):
         self.settings = settings
+        self.personas = personas  # runtime personas (sandbox.personas), ahead of the fixture files
         self.auth = authenticator
         self.limiter = limiter
         self.store = limiter.store
@@ -73,6 +74,9 @@ class Pipeline:
             elif fault and fault.kind:
                 status, body = self._provider_fault(op, fault.kind)
                 headers = {}
+            elif self.limiter.providers and self.limiter.provider_refuses(op, _person(identity, request.args)):
+                status, body = self._provider_fault(op, "rate_limited")
+                headers = {}
             else:
                 case, near_miss, near_header = self._match(op, identity, request.args)
                 status, body, headers = self._answer(op, case, held, near_header)
@@ -80,7 +84,7 @@ class Pipeline:
             status, body, headers = self._error(op, error)
 
         entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
-        call = self.limiter.call(identity, request.remote_addr or "-", identity.key, entry)
+        call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
         try:
             decision = self.limiter.judge(call, *self.store.count(call))
         except StoreUnavailable:
@@ -110,12 +114,14 @@ class Pipeline:
 
     def _match(self, op, identity, args):
         fixtures = self._memos()
+        runtime = self.personas
         if identity.france_connect is not None:
-            case = fixtures.match_france_connect(op.operation_id, identity.france_connect, args)
+            case = ((runtime and runtime.match_france_connect(op.operation_id, identity, args))
+                    or fixtures.match_france_connect(op.operation_id, identity.france_connect, args))
             key = None
         else:
             key = request_key(args)
-            case = fixtures.match(op.operation_id, args, key)
+            case = (runtime and runtime.match(op.operation_id, identity, key)) or fixtures.match(op.operation_id, args, key)
         if case is not None:
             return case, None, None
         memo_key = (op.operation_id, key if key is not None else request_key(args))
@@ -164,6 +170,13 @@ class Pipeline:
         prefix = scopes.code_prefix if scopes else "00"
         status, payload = errors.provider_fault(kind, op.v3, provider, prefix, op.operation_id)
         return status, errors.dumps(payload)
+
+
+def _person(identity, args) -> str:
+    """Who a call asks about, for a provider's limit per person."""
+    if identity.france_connect is not None:
+        return repr(sorted(canonical_identity(identity.france_connect).items()))
+    return repr(sorted(request_key(args)))
 
 
 class ApiApp:

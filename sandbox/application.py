@@ -21,6 +21,7 @@ from .auth import Authenticator
 from .errors import ApiError
 from .fixtures import Population
 from .journal import Journal
+from .personas import RuntimePersonas
 from .ratelimit import RateLimiter
 from .scopes import ScopeCatalogue
 from .settings import ConfigError, Settings
@@ -56,10 +57,11 @@ class Sandbox:
             raise ConfigError(f"--strict: {len(problems)} fixture problem(s), listed above")
         self.secret = settings.resolved_secret()
         self.authenticator = Authenticator(self.secret, settings.static_tokens, self.population.france_connect)
-        self.limiter = RateLimiter(self.store, settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit)
+        self.limiter = RateLimiter(self.store, settings)
         self.journal = Journal(self.store)
+        self.personas = RuntimePersonas(self.store, self.operations, self.population)
         self.pipeline = Pipeline(settings, self.authenticator, self.limiter, self.catalogue,
-                                 self.population, self.journal)
+                                 self.population, self.journal, self.personas)
 
     @functools.cached_property
     def spec_yaml(self) -> bytes:

@@ -54,8 +54,13 @@ def main():
 @click.option("--token-secret", help="HS256 secret of the tokens [generated, kept in the data folder; SANDBOX_TOKEN_SECRET].")
 @click.option("--token", "tokens", multiple=True, metavar="VALUE=scope,scope",
               help="Declare a fixed opaque token (repeatable) [SANDBOX_TOKENS, ';'-separated].")
-@click.option("--rate-limit", metavar="RATE", help="Per-token limit, e.g. 5/second, 100/minute or off "
-              "[20/second; SANDBOX_RATE_LIMIT].")
+@click.option("--rate-limit", metavar="RATE", help="Per-token limit on every version, e.g. 5/second, 100/minute "
+              "or off, instead of the profile's [SANDBOX_RATE_LIMIT].")
+@click.option("--rate-limit-profile", type=click.Choice(["production", "pr416"]),
+              help="Per-token limits: production's (20/s on v2, 20/s on v3+) or pull request #416's "
+                   "(60/min on v2, 250/min on v3+) [production; SANDBOX_RATE_LIMIT_PROFILE].")
+@click.option("--provider-limits", type=click.Choice(["on", "off"]),
+              help="Providers' own limits, e.g. CNAV's 100/min per person [on; SANDBOX_PROVIDER_LIMITS].")
 @click.option("--ip-rate-limit", metavar="RATE", help="Per-client-address limit on API routes, or off "
               "[1000/minute; SANDBOX_IP_RATE_LIMIT].")
 @click.option("--faults", type=click.Choice(["on", "off"]), help="Header-driven fault injection [on; SANDBOX_FAULTS].")
@@ -67,12 +72,14 @@ def main():
               help="Keep serving the CAF v1 route production answers 410 (/api/v2/composition-familiale) "
                    "[off; SANDBOX_SERVE_RETIRED].")
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
-          ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired):
+          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired):
     """Serve the API with gunicorn."""
     try:
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
                              fixtures=tuple(fixture_dirs) or None, workers=workers, redis_url=redis_url,
                              token_secret=token_secret, rate_limit=rate_limit, ip_rate_limit=ip_rate_limit,
+                             rate_limit_profile=rate_limit_profile,
+                             provider_limits=None if provider_limits is None else provider_limits == "on",
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)

@@ -96,8 +96,8 @@ def swagger_asset(name):
 def personas_page():
     sandbox = _sandbox()
     fixtures = sandbox.population.current
-    operations = [_persona_operation(entry, sandbox.operations.get(entry["operation_id"]))
-                  for entry in fixtures.catalogue(sandbox.operations)]
+    entries = sandbox.personas.catalogue(fixtures.catalogue(sandbox.operations), None)  # + global runtime ones
+    operations = [_persona_operation(entry, sandbox.operations.get(entry["operation_id"])) for entry in entries]
     return render_template("personas.html", operations=operations, base=request.url_root.rstrip("/"),
                            france_connect_tokens=sorted(fixtures.france_connect))
 

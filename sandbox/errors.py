@@ -45,6 +45,8 @@ API_ERRORS = {
              "Cette route a été retirée de l'API et ne répond plus."),
     "token_not_found": (404, "not_found", 404, "00404", "Jeton inconnu",
                         "Aucun jeton du bac à sable n'a cet identifiant (le jti d'un jeton est un UUID)."),
+    "persona_not_found": (404, "not_found", 404, "00404", "Persona inconnu",
+                          "Aucun persona de ce nom n'est visible de ce jeton (liste : GET /sandbox/personas)."),
     "payload_too_large": (413, "bad_request", 413, "00413", "Requête trop volumineuse",
                           "Le corps de la requête dépasse 64 Kio."),
     "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",

@@ -37,8 +37,7 @@ class DocsSpec:
         self.sandbox = sandbox
         self._lock = threading.Lock()
         self._built_for = None
-        self._document = self._yaml = None
-        self.document()  # at start-up: a broken fixture set shows now, not on the first page view
+        self._document = self._yaml = None  # built on first use: the first API answer need not wait for it
 
     def document(self) -> dict:
         with self._lock:
@@ -169,7 +168,7 @@ def _body(op, status, case, catalogue):
     if code in errors.FAULT_BY_STATUS:  # the provider failure `Prefer: code=<status>` asks for
         scopes = catalogue.get(op.operation_id)
         body = errors.provider_fault(errors.FAULT_BY_STATUS[code], op.v3, scopes.provider if scopes else "fournisseur",
-                                     scopes.code_prefix if scopes else "00")
+                                     scopes.code_prefix if scopes else "00", op.operation_id)
         return body[1] if body[0] == code else None
     if code in (400, 422):
         error = _invalid(op, case)

@@ -70,6 +70,7 @@ class ParticulierSandbox:
         self.app = app  # the Flask app when served in-process, None for an outside sandbox
         self.http = requests.Session()
         self.minted: list[str] = []
+        self.created: list[tuple[str, str]] = []  # (persona id, token): removed at the test's end
 
     def url(self, path: str) -> str:
         return self.base_url + "/" + path.lstrip("/")
@@ -94,6 +95,37 @@ class ParticulierSandbox:
         value = answer.json()["token"]
         self.minted.append(value)
         return value
+
+    def persona(self, operation: str | None = None, params: dict | None = None, payload=None, status: int | None = None,
+                like: str | None = None, global_: bool = False, ttl: int | None = None, token: str | None = None,
+                description: str | None = None) -> dict:
+        """A persona created now (POST /sandbox/personas), checked like a fixture file, removed
+        when the test ends. `operation`: an x-operationId or a route (/v3/...); `like`: a case
+        to start from (as X-Sandbox-Case names it), `params` merged over its own and `payload`
+        deep-merged into its own. Visible to `token` only (default: the last token this fixture
+        minted, a new one if none) unless `global_`. Returns the persona (`id`, `case`, `curl`...);
+        a refusal raises ValueError with the sandbox's reason (the json path of the field)."""
+        token = token or (self.minted[-1] if self.minted else self.token())
+        body = {"global": global_}
+        for name, value in (("operation", operation), ("params", params), ("payload", payload), ("like", like),
+                            ("status", status), ("ttl", ttl), ("description", description)):
+            if value is not None:  # status None: 200, or the status of the `like` case
+                body[name] = value
+        answer = self.http.post(self.url("/sandbox/personas"), json=body, headers={"X-Api-Key": token}, timeout=10)
+        if answer.status_code != 201:
+            raise ValueError(f"the sandbox refused the persona: {answer.status_code} {answer.text}")
+        created = answer.json()
+        self.created.append((created["id"], token))
+        return created
+
+    def remove_personas(self):
+        """Delete the personas this fixture created (done at the test's end)."""
+        while self.created:
+            persona_id, token = self.created.pop()
+            try:
+                self.http.delete(self.url(f"/sandbox/personas/{persona_id}"), headers={"X-Api-Key": token}, timeout=10)
+            except Exception:  # noqa: BLE001  (a sandbox already gone: nothing left to remove)
+                pass
 
     def france_connect_token(self, persona: str, scopes=None, client_id: str = "sandbox",
                              client_secret: str = "sandbox") -> str:
@@ -231,7 +263,8 @@ def _configuration(request) -> tuple[tuple, bool, dict]:
 @pytest.fixture
 def particulier_sandbox(request, _particulier_sandbox_servers):
     """A running API Particulier sandbox: `.base_url`, `.token(scopes=None, ttl=None)`,
-    `.requests(token=None, path=None, since=None)`, `.clear_requests(token=None)`, `.recipient`."""
+    `.persona(operation, params=..., payload=...)`, `.requests(token=None, path=None, since=None)`,
+    `.clear_requests(token=None)`, `.recipient`."""
     outside = request.config.getini(INI_URL) or os.environ.get(ENV_URL, "")
     if outside:
         if getattr(request, "param", None) or request.node.get_closest_marker("particulier_sandbox"):
@@ -247,4 +280,5 @@ def particulier_sandbox(request, _particulier_sandbox_servers):
             pytest.fail(f"particulier_sandbox: the sandbox cannot start: {exc}", pytrace=False)
         handle = ParticulierSandbox(server.base_url, server.app)
     yield handle
+    handle.remove_personas()
     handle.http.close()

@@ -1,36 +1,47 @@
-"""20 requests/second/token, 1,000/minute/IP, and RateLimit-* headers.
+"""Production's limits per token (sandbox/data/rate_limits.yml), 1,000/minute/IP, providers'
+own limits, and RateLimit-* headers.
 
 Fixed windows aligned on the epoch, as production's: the second 1700000000 is one window,
 whatever the host. Counted in the shared store (one atomic increment per window), so every
 worker and every host sees one count and the limit is exact, not "about 20 per worker".
-`limits` only parses the rate strings. The store also reports the revocation state in the
+The store also reports the revocation state in the
 same step, and the clock it counted on, so Reset and Retry-After agree with the count.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+import re
+from pathlib import Path
 
-from limits import parse
+import yaml
+from dataclasses import dataclass
 
 from .errors import ApiError
 from .store import Call
 from .settings import ConfigError
 
 OFF = ("off", "none", "0")
+LIMITS = Path(__file__).resolve().parent / "data" / "rate_limits.yml"
+
+
+# The `limits` package parses these strings too, but importing it costs a tenth of a start-up
+# (it loads its async storages); the grammar is one line.
+RATE = re.compile(r"\s*(\d+)\s*(?:/|per)\s*(\d*)\s*(second|minute|hour|day)s?\s*", re.IGNORECASE)
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def parse_rate(text: str | None) -> tuple[int, int] | None:
-    """'20/second' -> (20, 1); 'off' -> None (no limit)."""
+    """'20/second' -> (20, 1), '100 per 2 minutes' -> (100, 120); 'off' -> None (no limit)."""
     if not text or text.strip().lower() in OFF:
         return None
-    try:
-        item = parse(text)
-    except ValueError:
-        raise ConfigError(f"not a rate limit: {text!r} (expected e.g. 20/second, 1000/minute or off)") from None
-    if item.amount < 1:
+    found = RATE.fullmatch(text)
+    if not found:
+        raise ConfigError(f"not a rate limit: {text!r} (expected e.g. 20/second, 1000/minute or off)")
+    amount, multiple, unit = int(found[1]), int(found[2] or 1), found[3].lower()
+    if amount < 1 or multiple < 1:
         raise ConfigError(f"not a rate limit: {text!r} (the amount must be at least 1; use off to disable)")
-    return item.amount, int(item.get_expiry())
+    return amount, multiple * UNIT_SECONDS[unit]
 
 
 def retry_after(hit) -> int:
@@ -49,27 +60,54 @@ class Decision:
                 "RateLimit-Reset": str(self.reset)}
 
 
+def load_limits(path: Path = LIMITS) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
 class RateLimiter:
-    """The per-token and per-address limits of API calls, and the sandbox routes' own limit.
+    """The per-token and per-address limits of API calls, providers' own limits, and the
+    sandbox routes' own limit.
 
     The per-token count is keyed by the token (its jti), never by the address: two tokens
-    behind one NAT each get their 20/second. The per-address ceiling is separate.
+    behind one NAT each get their own. v2 and v3+ count apart, as production's two throttles
+    do. The per-address ceiling is separate.
     """
 
-    def __init__(self, store, per_token: str, per_ip: str, sandbox: str):
+    def __init__(self, store, settings):
+        limits = load_limits()
+        profiles = limits["profiles"]
+        if settings.rate_limit_profile not in profiles:
+            raise ConfigError(f"unknown rate-limit profile {settings.rate_limit_profile!r} "
+                              f"(known: {', '.join(sorted(profiles))})")
+        profile = profiles[settings.rate_limit_profile]
         self.store = store
-        self.per_token = parse_rate(per_token)
-        self.per_ip = parse_rate(per_ip)
-        self.sandbox = parse_rate(sandbox)
+        # --rate-limit, when given, replaces the profile's limit on every version
+        self.per_token = {version: parse_rate(settings.rate_limit or rate) for version, rate in profile.items()}
+        self.per_ip = parse_rate(settings.ip_rate_limit)
+        self.sandbox = parse_rate(settings.sandbox_rate_limit)
+        self.providers = [(rule["operations_containing"], parse_rate(rule["rate"]))
+                          for rule in limits.get("provider_limits") or []] if settings.provider_limits else []
 
-    def call(self, identity, ip: str, owner=None, entry=None) -> Call:
+    def call(self, identity, op, ip: str, owner=None, entry=None) -> Call:
         """What one API call of `identity` from `ip` asks of the store."""
         call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry)
-        for key, rate in ((f"t:{identity.key}", self.per_token), (f"ip:{ip}", self.per_ip)):
+        version = "v3" if op.v3 else "v2"
+        for key, rate in ((f"t{version}:{identity.key}", self.per_token[version]), (f"ip:{ip}", self.per_ip)):
             if rate:
                 call.counters.append((key, rate[1]))
                 call.amounts.append(rate[0])
         return call
+
+    def provider_refuses(self, op, person: str) -> bool:
+        """Count the call against its provider's own limit for `person`; True when beyond it."""
+        for fragment, (amount, period) in self.providers:
+            if fragment in op.operation_id:
+                digest = hashlib.sha256(person.encode()).hexdigest()[:24]
+                call = Call(None, [(f"p:{op.operation_id}:{digest}", period)], [amount])
+                _, (hit,) = self.store.count(call)
+                return hit.count > amount
+        return False
 
     @staticmethod
     def judge(call: Call, revoked: bool, hits) -> Decision | None:

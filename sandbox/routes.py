@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 from . import auth as auth_module
 from . import errors, transport
+from . import personas as persona_rules
 from .errors import ApiError
 from .store import StoreUnavailable
 
@@ -23,6 +24,7 @@ def _sandbox():
 
 def _v2_error(error: ApiError) -> Response:
     status, payload = errors.render(error, v3=False)
+    status = getattr(error, "status", status)  # personas.InvalidPersona: 422, the body as v2's
     return Response(errors.dumps(payload), status, error.headers, content_type="application/json; charset=utf-8")
 
 
@@ -91,18 +93,24 @@ def introspect():
     return jsonify({"_id": identity.key, "name": identity.name, "scopes": sorted(identity.scopes)})
 
 
+def _json_body(limit: int):
+    """The body read as JSON whatever its Content-Type says (`curl -d '{...}'` labels it a form):
+    {} when empty, None when not JSON."""
+    raw = request.stream.read(limit + 1)  # bounded, whatever Content-Length says (or chunked)
+    if len(raw) > limit:
+        raise ApiError("payload_too_large", detail=f"Le corps de la requête dépasse {limit // 1024} Kio.")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return None
+
+
 @bp.post("/sandbox/tokens")
 def mint_token():
     sandbox = _sandbox()
-    raw = request.stream.read(MAX_BODY + 1)  # bounded, whatever Content-Length says (or chunked)
-    if len(raw) > MAX_BODY:
-        raise ApiError("payload_too_large")
-    # JSON whatever the Content-Type says: `curl -d '{...}'` labels its body as a form.
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-        body = None
-    body = {} if not raw else body
+    body = _json_body(MAX_BODY)
     if not isinstance(body, dict):
         raise ApiError("invalid_parameter", parameter="body", detail="Le corps doit être un objet JSON "
                        '{"scopes": [...], "ttl": secondes}')
@@ -155,10 +163,43 @@ def forget_requests():
     return Response(status=204)
 
 
+def _optional_caller():
+    """The caller when a token is given (then it must be valid), else None."""
+    return _caller() if auth_module.extract(request, None)[0] else None
+
+
 @bp.get("/sandbox/personas")
 def personas():
     sandbox = _sandbox()
-    return jsonify(operations=sandbox.population.current.catalogue(sandbox.operations))
+    catalogue = sandbox.population.current.catalogue(sandbox.operations)
+    return jsonify(operations=sandbox.personas.catalogue(catalogue, _optional_caller()))
+
+
+@bp.post("/sandbox/personas")
+def create_persona():
+    sandbox = _sandbox()
+    identity = _caller()
+    body = _json_body(persona_rules.MAX_BODY)
+    if body is None:
+        raise persona_rules.InvalidPersona("$", "le corps n'est pas du JSON")
+    case = sandbox.personas.create(body, identity)
+    return jsonify(sandbox.personas.view(case, request.url_root)), 201, {"Location": f"/sandbox/personas/{case.persona_id}"}
+
+
+@bp.get("/sandbox/personas/<path:name>")
+def show_persona(name):
+    sandbox = _sandbox()
+    case = sandbox.personas.get(name, _optional_caller())
+    if case is None:
+        raise ApiError("persona_not_found")
+    return jsonify(sandbox.personas.view(case, request.url_root))
+
+
+@bp.delete("/sandbox/personas/<path:name>")
+def delete_persona(name):
+    if not _sandbox().personas.delete(name, _caller()):
+        raise ApiError("persona_not_found")
+    return Response(status=204)
 
 
 @bp.get("/sandbox/scopes")

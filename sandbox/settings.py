@@ -61,7 +61,9 @@ class Settings:
     redis_url: str | None = None
     token_secret: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
-    rate_limit: str = "20/second"
+    rate_limit: str | None = None  # one per-token limit for every version, instead of the profile's
+    rate_limit_profile: str = "production"  # sandbox/data/rate_limits.yml: production, pr416
+    provider_limits: bool = True  # providers' own limits (CNAV: 100/minute per person and route)
     ip_rate_limit: str = "1000/minute"
     sandbox_rate_limit: str = "100/second"
     faults: bool = True
@@ -135,6 +137,8 @@ ENVIRONMENT = {
     "SANDBOX_TOKEN_SECRET": ("token_secret", str),
     "SANDBOX_DATA_DIR": ("data_dir", Path),
     "SANDBOX_RATE_LIMIT": ("rate_limit", str),
+    "SANDBOX_RATE_LIMIT_PROFILE": ("rate_limit_profile", str),
+    "SANDBOX_PROVIDER_LIMITS": ("provider_limits", lambda v: _flag(v, True)),
     "SANDBOX_IP_RATE_LIMIT": ("ip_rate_limit", str),
     "SANDBOX_SANDBOX_RATE_LIMIT": ("sandbox_rate_limit", str),
     "SANDBOX_FAULTS": ("faults", lambda v: _flag(v, True)),

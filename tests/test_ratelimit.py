@@ -179,13 +179,56 @@ def test_429_on_v3_has_code_00429(frozen):
     assert refused.headers["Retry-After"] == "1"
 
 
-def test_v2_and_v3_share_one_count_per_token(frozen):
+def test_v2_and_v3_count_apart_as_production_s_two_throttles(frozen):
+    """siade/config/initializers/rack_attack.rb: v2 has its own throttle ("API Particulier V2
+    global limit"); commons/data/throttle.yml: every v3+ route in one group
+    (json_resources_particulier). One token gets 20/s on each."""
     client, _ = frozen()
     token = token_for()
-    for i in range(10):
+    for i in range(20):
         assert client.get(V2_PATH, headers={"X-Api-Key": token}).status_code == 200
         assert client.get(V3_PATH, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get(V2_PATH, headers={"X-Api-Key": token}).status_code == 429
+    assert client.get(V3_PATH, headers={"Authorization": f"Bearer {token}"}).status_code == 429
+
+
+def test_the_pr416_profile_allows_60_a_minute_on_v2_and_250_on_v3(frozen):
+    """datagouv/apistration pull request #416: 60/minute per key on v2, 250/minute per
+    habilitation on v3+, selectable before it lands."""
+    client, set_clock = frozen(rate_limit_profile="pr416")
+    token = token_for()
+    v2 = [client.get(V2_PATH, headers={"X-Api-Key": token}) for _ in range(61)]
+    assert [a.status_code for a in v2] == [200] * 60 + [429]
+    assert v2[0].headers["RateLimit-Limit"] == "60"
+    assert v2[0].headers["RateLimit-Reset"] == str((int(T0) // 60 + 1) * 60)
+    v3 = [client.get(V3_PATH, headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(251)]
+    assert v3 == [200] * 250 + [429]
+
+
+def test_an_unknown_profile_is_a_config_error(make_app):
+    with pytest.raises(ConfigError, match="rate-limit profile"):
+        make_app(rate_limit_profile="plus-vite")
+
+
+def test_cnav_s_own_limit_per_person_is_a_provider_throttle(make_app):
+    """A provider's own limit (CNAV: 100 calls a minute per person and route, datagouv/apistration
+    pull request #263) is answered as production answers a provider throttle
+    (ProviderRateLimitingError: v3 502 code 37008... here the route's prefix), not as the API's 429."""
+    app = make_app(rate_limit="off", ip_rate_limit="off")
+    app.extensions["sandbox"].store.clock = lambda: T0
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token_for()}"}
+    path = ("/v3/dss/complementaire_sante_solidaire/identite?nomNaissance=DUPONT&prenoms[]=JEAN"
+            "&anneeDateNaissance=1980&moisDateNaissance=1&jourDateNaissance=1&sexeEtatCivil=M"
+            f"&codeCogInseeCommuneNaissance=75056&codeCogInseePaysNaissance=99100&recipient={RECIPIENT}")
+    statuses = [client.get(path, headers=headers).status_code for _ in range(101)]
+    assert 502 not in statuses[:100] and statuses[100] == 502
+    refused = client.get(path, headers=headers).get_json()["errors"][0]
+    assert refused["code"].endswith("008") and "trop de requêtes" in refused["title"]
+    other_person = client.get(path.replace("DUPONT", "MARTIN"), headers=headers)
+    assert other_person.status_code != 502
+    unlimited = make_app(rate_limit="off", ip_rate_limit="off", provider_limits=False).test_client()
+    assert 502 not in [unlimited.get(path, headers=headers).status_code for _ in range(101)]
 
 
 def test_limit_is_keyed_by_token_not_address(frozen):
@@ -335,8 +378,8 @@ def test_embedded_store_holds_under_concurrency(start_server, tmp_path):
     random.Random(7).shuffle(calls)
     answers = burst(calls, workers=24)
     by_token = defaultdict(list)
-    for (_, headers), answer in zip(calls, answers):
-        by_token[headers["Authorization"]].append(answer)
+    for (url, headers), answer in zip(calls, answers):  # v2 and v3+ count apart, as production's throttles
+        by_token[headers["Authorization"], "/api/v2/" in url].append(answer)
     for answers_of_token in by_token.values():
         assert_exact(answers_of_token, 20, must_reach=False)
     for token in tokens:

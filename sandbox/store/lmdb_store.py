@@ -9,7 +9,8 @@ Tables (LMDB named databases):
   holds at most two windows' callers however long the sandbox runs;
 - revoked: jti -> revocation time;
 - journal: (owner, row number) -> entry JSON, the newest `journal_size` rows of each owner;
-- meta: the last row number given, and each owner's row count.
+- meta: the last row number given, each owner's row count, and the runtime personas' version;
+- personas: persona id -> expiry (8-byte float, +inf: none) + the persona's JSON (sandbox.personas).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ os.register_at_fork(before=_close_before_fork)
 U64 = struct.Struct(">Q")
 WINDOW = struct.Struct(">IQ")  # period, window: big-endian, so a period's windows sort in time order
 SEQUENCE = b"seq"
+PERSONAS_VERSION = b"personas-version"
+EXPIRY = struct.Struct(">d")
 
 
 class LmdbStore:
@@ -65,7 +68,7 @@ class LmdbStore:
                 try:
                     # sync=False: the journal and counters are not worth an fsync per call; a
                     # crash loses the last rows, never the file's consistency.
-                    env = lmdb.open(str(self.path), map_size=self.MAP_SIZE, max_dbs=4, sync=False,
+                    env = lmdb.open(str(self.path), map_size=self.MAP_SIZE, max_dbs=8, sync=False,
                                     metasync=False, readahead=False, max_readers=512)
                 except lmdb.Error as exc:
                     raise StoreUnavailable(str(exc)) from None
@@ -75,6 +78,7 @@ class LmdbStore:
         self._revoked = env.open_db(b"revoked")
         self._journal = env.open_db(b"journal")
         self._meta = env.open_db(b"meta")
+        self._personas = env.open_db(b"personas")
 
     def _environment(self):
         if _ENVIRONMENTS.get(self._key) is not self._env:  # closed by a fork since
@@ -177,6 +181,45 @@ class LmdbStore:
                 found = cursor.delete()
             txn.delete(b"n:" + owner.encode(), db=self._meta)
         self._run(delete)
+
+    # --- runtime personas (sandbox.personas) ----------------------------------------------------
+    def put_persona(self, persona_id: str, text: str, expires_at: float | None):
+        def put(txn):
+            self._purge_personas(txn, self.clock())
+            expiry = EXPIRY.pack(float("inf") if expires_at is None else float(expires_at))
+            txn.put(persona_id.encode(), expiry + text.encode(), db=self._personas)
+            self._bump_personas(txn)
+        self._run(put)
+
+    def personas(self) -> list:
+        """The JSON of every persona not expired, in no particular order."""
+        def read(txn):
+            now = self.clock()
+            return [value[EXPIRY.size:].decode() for _, value in txn.cursor(db=self._personas)
+                    if EXPIRY.unpack_from(value)[0] > now]
+        return self._run(read, write=False)
+
+    def delete_persona(self, persona_id: str) -> bool:
+        def delete(txn):
+            self._purge_personas(txn, self.clock())
+            found = txn.delete(persona_id.encode(), db=self._personas)
+            self._bump_personas(txn)
+            return found
+        return self._run(delete)
+
+    def personas_version(self) -> int:
+        """Bumped by every change: a worker rebuilds its index of the personas when it moves."""
+        held = self._run(lambda txn: txn.get(PERSONAS_VERSION, db=self._meta), write=False)
+        return U64.unpack(held)[0] if held else 0
+
+    def _bump_personas(self, txn):
+        held = txn.get(PERSONAS_VERSION, db=self._meta)
+        txn.put(PERSONAS_VERSION, U64.pack((U64.unpack(held)[0] if held else 0) + 1), db=self._meta)
+
+    def _purge_personas(self, txn, now: float):
+        expired = [key for key, value in txn.cursor(db=self._personas) if EXPIRY.unpack_from(value)[0] <= now]
+        for key in expired:
+            txn.delete(key, db=self._personas)
 
     def ping(self):
         self._run(lambda txn: txn.stat(self._counters), write=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from ..settings import ConfigError
 from . import Call, Health, Hit, StoreUnavailable, refused_entry
@@ -45,6 +46,28 @@ end
 return out
 """
 
+# Runtime personas: a hash id -> JSON, a sorted set of the expiring ones by expiry, a version
+# counter. Every write purges what has expired (at the caller's clock, ARGV[1]) and bumps the
+# version, in one step. KEYS: hash, expiry set, version. ARGV: now, id, then JSON and expiry
+# ('' for none) to put, or nothing to delete. Returns 1 when the id was there (or is now).
+PERSONA_SCRIPT = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, id in ipairs(expired) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local found = 1
+if ARGV[3] then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) else redis.call('ZREM', KEYS[2], ARGV[2]) end
+else
+  found = redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+redis.call('INCR', KEYS[3])
+return found
+"""
+
 
 class RedisStore:
     PREFIX = "sandbox:"
@@ -52,12 +75,13 @@ class RedisStore:
     # 503 instead of hanging.
     TIMEOUT = 1.0
 
-    def __init__(self, url: str, journal_size: int):
+    def __init__(self, url: str, journal_size: int, clock=time.time):
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
         self.url = url
         self.journal_size = journal_size
+        self.clock = clock  # persona expiry (the counters use the Redis server's TIME)
         self.health = Health(f"Redis at {url}")
         self._errors = (redis.RedisError, OSError)
         try:
@@ -69,7 +93,8 @@ class RedisStore:
                 retry=Retry(NoBackoff(), 0), health_check_interval=0)
         except ValueError as exc:
             raise ConfigError(f"--redis expects redis://HOST:PORT/DB, got {url!r}: {exc}") from None
-        self._count_script = self._redis.register_script(COUNT_SCRIPT)  # reloaded by redis-py after a restart
+        self._count_script = self._redis.register_script(COUNT_SCRIPT)
+        self._persona_script = self._redis.register_script(PERSONA_SCRIPT)  # reloaded by redis-py after a restart
         try:
             self._redis.ping()
         except self._errors as exc:
@@ -114,6 +139,35 @@ class RedisStore:
 
     def forget(self, owner: str):
         self._call(lambda r: r.delete(self._journal_key(owner)))
+
+    # --- runtime personas (sandbox.personas) ----------------------------------------------------
+    def _persona_keys(self) -> list:
+        return [self.PREFIX + "personas", self.PREFIX + "personas:expiry", self.PREFIX + "personas:version"]
+
+    def put_persona(self, persona_id: str, text: str, expires_at: float | None):
+        args = [repr(self.clock()), persona_id, text, "" if expires_at is None else repr(float(expires_at))]
+        self._call(lambda r: self._persona_script(keys=self._persona_keys(), args=args, client=r))
+
+    def personas(self) -> list:
+        """The JSON of every persona not expired, in no particular order."""
+        table, expiry, _ = self._persona_keys()
+
+        def read(r):
+            with r.pipeline(transaction=True) as pipe:
+                pipe.hgetall(table)
+                pipe.zrangebyscore(expiry, "-inf", repr(self.clock()))
+                return pipe.execute()
+        held, expired = self._call(read)
+        expired = set(expired)
+        return [value.decode() for key, value in held.items() if key not in expired]
+
+    def delete_persona(self, persona_id: str) -> bool:
+        args = [repr(self.clock()), persona_id]
+        return bool(self._call(lambda r: self._persona_script(keys=self._persona_keys(), args=args, client=r)))
+
+    def personas_version(self) -> int:
+        """Bumped by every change: a worker rebuilds its index of the personas when it moves."""
+        return int(self._call(lambda r: r.get(self.PREFIX + "personas:version")) or 0)
 
     def ping(self):
         self._call(lambda r: r.ping())

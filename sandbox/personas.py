@@ -1,0 +1,338 @@
+"""Personas created at run time: `POST /sandbox/personas`, served at once by every worker and host.
+
+A persona is a case like a fixture file's (operation, params, status, payload), checked the same
+way (the parameters by the operation's own validation, the payload against the response schema
+of its status once its relative dates are resolved), and kept in the shared store (LMDB or
+Redis) as JSON, so every gunicorn worker and every host on one Redis answers it.
+
+Visibility: the token that created it (its identity key), or everyone when made `global`. The
+caller's own persona wins over a global one, and both win over the fixture files; among
+personas of one visibility with the same parameters, the newest answers.
+
+Each serving process keeps an index of the personas and rebuilds it when the store's
+`personas_version()` moved (one read per API call); expiry is checked at match time against
+the store's clock, so an expired persona stops answering at once though nothing was written.
+A persona never changes once created, so its Case object is kept across index rebuilds and the
+pipeline's rendering memo (keyed by the Case) can never serve a stale body.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import dates
+from .errors import ApiError, ParameterErrors
+from .fixture_files import SchemaChecker
+from .fixtures import Case, canonical_identity, case_key, identity_agrees, other_params, request_key
+from .store import StoreUnavailable
+
+MAX_TTL = 10 * 365 * 86400
+MAX_BODY = 1 << 20  # as a case file
+FIELDS = ("operation", "like", "params", "status", "payload", "description", "global", "ttl")
+RUNTIME = "runtime/"
+
+
+class InvalidPersona(ApiError):
+    """A persona that would not load as a fixture file: 422, the v2 sandbox error body, whose
+    reason starts with the json path of the field at fault (`$.payload.data.mois: ...`)."""
+    status = 422
+
+    def __init__(self, where: str, message: str, more: list = ()):
+        text = f"{where}: {message}"
+        if more:
+            text += " ; " + " ; ".join(f"{w}: {m}" for w, m in more)
+        super().__init__("invalid_parameter", parameter=where, detail=text)
+
+
+@dataclass(eq=False)
+class RuntimeCase(Case):
+    persona_id: str = ""
+    owner: str = ""          # identity key of the token that created it
+    shared: bool = False     # `global`: visible to every token
+    created_at: float = 0.0
+    expires_at: float | None = None
+    like: str | None = None
+
+    @functools.cached_property
+    def id(self) -> str:  # X-Sandbox-Case and the journal's `case`
+        return RUNTIME + self.persona_id
+
+    def visible_to(self, identity, now: float) -> bool:
+        if self.expires_at is not None and self.expires_at <= now:
+            return False
+        return self.shared or (identity is not None and identity.key == self.owner)
+
+
+@dataclass
+class _Index:
+    version: object = None
+    cases: dict = None        # persona id -> RuntimeCase (created order)
+    by_key: dict = None       # (operation id, owner or None) -> {match key: case}, the newest kept
+    identities: dict = None   # (operation id, owner or None) -> [(canonical identity, case)], newest first
+
+
+def merge(base, over):
+    """`over` deep-merged into `base`: mappings key by key, anything else (lists too) replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(base[key], value) if key in base else value
+        return out
+    return over
+
+
+def iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+class RuntimePersonas:
+    def __init__(self, store, operations: dict, population):
+        self.store = store
+        self.operations = operations
+        self.population = population
+        self.checker = SchemaChecker(operations)
+        self._state = _Index(cases={}, by_key={}, identities={})
+        self._lock = threading.Lock()
+
+    # --- the index, as the pipeline reads it -----------------------------------------------
+    def current(self) -> _Index:
+        try:
+            version = self.store.personas_version()
+            state = self._state
+            if version == state.version:
+                return state
+            with self._lock:  # one rebuild per version, whichever thread sees it first
+                if version != self._state.version:
+                    self._state = self._build(version, self.store.personas())
+                return self._state
+        except StoreUnavailable:
+            raise ApiError("store_unavailable") from None
+
+    def _build(self, version, texts) -> _Index:
+        known = self._state.cases
+        docs = sorted((json.loads(text) for text in texts), key=lambda d: (d["created_at"], d["id"]))
+        cases = {d["id"]: known.get(d["id"]) or self._case(d) for d in docs}
+        by_key, identities = {}, {}
+        for case in cases.values():  # oldest first: a newer persona with the same key replaces it
+            where = (case.operation_id, None if case.shared else case.owner)
+            by_key.setdefault(where, {})[case.key] = case
+            op = self.operations.get(case.operation_id)
+            if op is not None and op.france_connect:
+                identities.setdefault(where, []).insert(0, (canonical_identity(case.params), case))
+        return _Index(version, cases, by_key, identities)
+
+    def _case(self, doc: dict) -> RuntimeCase:
+        case = RuntimeCase(operation_id=doc["operation_id"], file=Path("runtime") / doc["id"],
+                           description=dates.resolve(doc.get("description") or "", dates.today()),
+                           params=doc["params"], status=doc["status"], payload=doc["payload"],
+                           checker=self.checker, dated=dates.scan(doc["payload"])[0], persona_id=doc["id"],
+                           owner=doc["owner"], shared=doc["global"], created_at=doc["created_at"],
+                           expires_at=doc["expires_at"], like=doc.get("like"))
+        case.key = case_key(case.params)
+        return case
+
+    def match(self, operation_id: str, identity, key: frozenset):
+        """The caller's persona with these params, else a global one; None when neither."""
+        state = self.current()
+        if not state.by_key:
+            return None
+        for where in ((operation_id, identity.key), (operation_id, None)):
+            case = state.by_key.get(where, {}).get(key)
+            if case is not None and case.visible_to(identity, self.store.clock()):
+                return case
+        return None
+
+    def match_france_connect(self, operation_id: str, identity, args):
+        state = self.current()
+        if not state.identities:
+            return None
+        wanted, others = canonical_identity(identity.france_connect), other_params(request_key(args))
+        for where in ((operation_id, identity.key), (operation_id, None)):
+            for canon, case in state.identities.get(where, ()):
+                if (identity_agrees(wanted, canon) and other_params(case.key) == others
+                        and case.visible_to(identity, self.store.clock())):
+                    return case
+        return None
+
+    # --- the sandbox routes ----------------------------------------------------------------
+    def visible(self, identity) -> list:
+        state, now = self.current(), self.store.clock()
+        return [case for case in state.cases.values() if case.visible_to(identity, now)]
+
+    def get(self, wanted: str, identity):
+        """A runtime persona (`<id>`, `runtime/<id>`) or a fixture case (`<operation>/<file>`), as
+        X-Sandbox-Case names it; None when there is none the caller may see."""
+        wanted = wanted.strip()
+        if RUNTIME in wanted or "/" not in wanted.strip("/"):
+            case = self.current().cases.get(wanted.rsplit(RUNTIME, 1)[-1])
+            return case if case is not None and case.visible_to(identity, self.store.clock()) else None
+        operation, _, name = wanted.rpartition("/")
+        try:
+            op = self._operation(operation, "$.like")
+        except InvalidPersona:
+            return None
+        for case in self.population.current.ordered.get(op.operation_id, ()):
+            if name in (case.file.name, case.file.stem):
+                return case
+        return None
+
+    def delete(self, wanted: str, identity) -> bool:
+        """Its creator may delete a persona; anyone may delete a global one (nobody else could
+        once its creator's token has expired). False: no such persona for this caller."""
+        if RUNTIME not in wanted and "/" in wanted.strip("/"):
+            return False  # a fixture file: not removable from here
+        case = self.get(wanted, identity)
+        if not isinstance(case, RuntimeCase):
+            return False
+        try:
+            return self.store.delete_persona(case.persona_id)
+        finally:
+            self.current()  # this process answers the deletion's effect at once
+
+    def catalogue(self, entries: list, identity) -> list:
+        """The fixture catalogue (FixtureSet.catalogue) with the runtime personas the caller sees."""
+        by_operation = {entry["operation_id"]: entry for entry in entries}
+        for case in self.visible(identity):
+            entry = by_operation.get(case.operation_id)
+            if entry is None:
+                op = self.operations[case.operation_id]
+                entry = by_operation[case.operation_id] = {"operation_id": case.operation_id, "method": op.method,
+                                                           "path": op.path, "cases": []}
+                entries.append(entry)
+            entry["cases"].append({"file": case.id, "description": case.description, "params": case.params,
+                                   "status": case.status, "runtime": True, "id": case.persona_id,
+                                   "global": case.shared, "expires_at": iso(case.expires_at)})
+        entries.sort(key=lambda e: e["operation_id"])
+        return entries
+
+    def view(self, case, base_url: str) -> dict:
+        """What POST and GET /sandbox/personas/<id> answer (a fixture case too, for `like` and cloning)."""
+        from .docs import _curl, _query_pairs  # Flask side; the pipeline never gets here
+        op = self.operations[case.operation_id]
+        plain = json.loads(json.dumps({"params": case.params, "payload": case.payload}, default=str))  # YAML dates
+        out = {"case": case.id, "runtime": isinstance(case, RuntimeCase), "operation": case.operation_id,
+               "method": op.method, "path": op.path, "description": case.description, **plain,
+               "status": case.status}
+        if isinstance(case, RuntimeCase):
+            out = {"id": case.persona_id, **out, "global": case.shared, "like": case.like,
+                   "created_at": iso(case.created_at), "expires_at": iso(case.expires_at)}
+        sent = {} if op.france_connect_only else case.params
+        out["curl"] = _curl(base_url.rstrip("/"), op, op.path, _query_pairs(op, sent))
+        return out
+
+    # --- creation --------------------------------------------------------------------------
+    def create(self, body, identity) -> RuntimeCase:
+        if not isinstance(body, dict):
+            raise InvalidPersona("$", 'le corps doit être un objet JSON {"operation", "params", "status", "payload"}')
+        unknown = sorted(set(body) - set(FIELDS))
+        if unknown:
+            raise InvalidPersona(f"$.{unknown[0]}", f"champ inconnu (champs acceptés : {', '.join(FIELDS)})")
+        base = None
+        if body.get("like") is not None:
+            if not isinstance(body["like"], str):
+                raise InvalidPersona("$.like", "un cas, comme X-Sandbox-Case le nomme : <operation>/<fichier> ou runtime/<id>")
+            base = self.get(body["like"], identity)
+            if base is None:
+                raise InvalidPersona("$.like", f"aucun cas {body['like'][:200]!r} (liste : GET /sandbox/personas)")
+        op = self._operation(body["operation"], "$.operation") if body.get("operation") is not None else None
+        if base is not None and op is not None and op.operation_id != base.operation_id:
+            raise InvalidPersona("$.operation", f"le cas de like appartient à {base.operation_id}")
+        if op is None and base is None:
+            raise InvalidPersona("$.operation", "obligatoire : un x-operationId ou une route, ou like")
+        op = op or self.operations[base.operation_id]
+
+        params = self._params(body.get("params"), base)
+        status = body.get("status", base.status if base is not None else 200)
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise InvalidPersona("$.status", "un code HTTP (entier de 100 à 599)")
+        if "payload" in body:
+            payload = merge(base.payload, body["payload"]) if base is not None else body["payload"]
+        elif base is not None:
+            payload = base.payload
+        else:
+            raise InvalidPersona("$.payload", "obligatoire (le corps de la réponse)")
+        description = body.get("description")
+        if description is None:
+            description = f"{base.description} (copie)" if base is not None else f"Persona créé à l'exécution ({op.path})"
+        if not isinstance(description, str):
+            raise InvalidPersona("$.description", "une chaîne")
+        shared = body.get("global", False)
+        if not isinstance(shared, bool):
+            raise InvalidPersona("$.global", "true ou false")
+        ttl = body.get("ttl")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL):
+            raise InvalidPersona("$.ttl", f"un entier de 1 à {MAX_TTL} secondes")
+
+        self._check_params(op, params)
+        payload = json.loads(json.dumps(payload, default=str))  # as every worker will read it back
+        wrong = dates.problems(payload) + dates.problems(description, "$.description")
+        if not wrong:
+            wrong = self.checker.problems(op.operation_id, status, dates.resolve(payload, dates.today()))
+        if wrong:
+            raise InvalidPersona(*wrong[0], more=wrong[1:])
+
+        now = self.store.clock()
+        doc = {"id": secrets.token_hex(8), "operation_id": op.operation_id, "params": params, "status": status,
+               "payload": payload, "description": description, "global": shared, "owner": identity.key,
+               "created_at": now, "expires_at": now + ttl if ttl else None,
+               "like": base.id if base is not None else None}
+        text = json.dumps(doc, ensure_ascii=False, default=str)
+        self.store.put_persona(doc["id"], text, doc["expires_at"])
+        return self.current().cases.get(doc["id"]) or self._case(json.loads(text))
+
+    def _operation(self, wanted, where: str):
+        from .scaffold import ScaffoldError, find_operation
+        if not isinstance(wanted, str):
+            raise InvalidPersona(where, "un x-operationId ou une route (/v3/...)")
+        try:
+            return find_operation(self.operations, wanted.strip())
+        except ScaffoldError as exc:
+            raise InvalidPersona(where, str(exc)) from None
+
+    @staticmethod
+    def _params(params, base) -> dict:
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidPersona("$.params", "un objet paramètre -> valeur")
+        merged = json.loads(json.dumps(base.params, default=str)) if base is not None else {}
+        for name, value in params.items():
+            scalar = (str, int, float, bool)
+            if value is None and base is not None:
+                merged.pop(name, None)  # `like` with a parameter set to null: the copy goes without it
+                continue
+            if not (isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))):
+                raise InvalidPersona(f"$.params.{name}", "une valeur (chaîne, nombre, booléen) ou une liste de valeurs")
+            merged[name] = value
+        return merged
+
+    def _check_params(self, op, params: dict):
+        """The parameters as the route checks a request that carries them (a FranceConnect-only
+        route's params describe the identity behind the token: nothing is sent to check)."""
+        from werkzeug.datastructures import Headers, MultiDict
+
+        from .docs import _query_pairs
+        names = {p.key: p.name for p in op.params if p.location == "query"}
+        for name in params:
+            if name.removesuffix("[]") not in names:
+                raise InvalidPersona(f"$.params.{name}", f"n'est pas un paramètre de {op.method} {op.path} "
+                                     f"(paramètres : {', '.join(sorted(names)) or 'aucun'})")
+        if op.france_connect_only:
+            return
+        try:
+            op.validate(MultiDict(_query_pairs(op, params)), Headers())
+        except ParameterErrors as error:
+            items = [((e.get("source") or {}).get("parameter"), e["detail"]) for e in error.items]
+            found = [(f"$.params.{name}" if name else "$.params", detail) for name, detail in items]
+            raise InvalidPersona(*found[0], more=found[1:]) from None
+        except ApiError as error:
+            name = (error.parameter or "").removesuffix("[]")
+            raise InvalidPersona(f"$.params.{name}" if name else "$.params", error.detail or error.kind) from None
