@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .airtable.common import SyncError
 from .settings import ConfigError, Settings
 
 
@@ -31,17 +32,18 @@ def _context(specs, fixture_dir):
     return operations, Path(fixture_dir) if fixture_dir else Path(settings.fixtures[0])
 
 
-def _warn_skipped(sync, target, operations):
+def _warn_skipped(target, operations):
+    from .airtable.files import synced_folders
     try:
-        _, skipped = sync.synced_folders(target, operations)
-    except sync.SyncError:
+        _, skipped = synced_folders(target, operations)
+    except SyncError:
         return  # the command itself reports it
     for name in skipped:
         click.echo(f"airtable: skipping {target / name}: no loaded spec has this x-operationId", err=True)
 
 
 def _fail(exc):
-    from .airtable import SetupError, scrub
+    from .airtable.common import SetupError, scrub
     click.echo(f"airtable: {scrub(str(exc))}", err=True)
     sys.exit(2 if isinstance(exc, SetupError) else 1)
 
@@ -71,12 +73,12 @@ def airtable():
 @click.option("--dry-run", is_flag=True, help="Print the tables and fields that are missing; create nothing.")
 def init(base, fixture_dir, specs, dry_run):
     """Create the missing tables and fields (meta API)."""
-    from . import airtable as sync
     operations, target = _context(specs, fixture_dir)
-    _warn_skipped(sync, target, operations)
+    _warn_skipped(target, operations)
     try:
-        plans = sync.init(base, target, operations, dry_run=dry_run, progress=_progress)
-    except sync.SyncError as exc:
+        from .airtable.push import init as init_tables
+        plans = init_tables(base, target, operations, dry_run=dry_run, progress=_progress)
+    except SyncError as exc:
         _fail(exc)
     verb = "would create" if dry_run else "created"
     for plan in plans:
@@ -94,11 +96,11 @@ def init(base, fixture_dir, specs, dry_run):
 @click.option("--dry-run", is_flag=True, help="Print the diff of the fixture files; write nothing.")
 def pull(base, fixture_dir, specs, dry_run):
     """Airtable -> YAML fixtures, checked against the spec, written all or nothing."""
-    from . import airtable as sync
     operations, target = _context(specs, fixture_dir)
     try:
-        result = sync.pull(base, target, operations, dry_run=dry_run, progress=_progress)
-    except sync.SyncError as exc:
+        from .airtable.pull import pull as pull_tables
+        result = pull_tables(base, target, operations, dry_run=dry_run, progress=_progress)
+    except SyncError as exc:
         _fail(exc)
     if result.skipped:
         click.echo(f"airtable: skipped {len(result.skipped)} record(s) without a case: "
@@ -116,12 +118,12 @@ def pull(base, fixture_dir, specs, dry_run):
 @click.option("--prune", is_flag=True, help="Delete the records whose case file no longer exists.")
 def push(base, fixture_dir, specs, dry_run, prune):
     """YAML fixtures -> Airtable: upsert every case on its `case` key (idempotent)."""
-    from . import airtable as sync
     operations, target = _context(specs, fixture_dir)
-    _warn_skipped(sync, target, operations)
+    _warn_skipped(target, operations)
     try:
-        plans = sync.push(base, target, operations, prune=prune, dry_run=dry_run, progress=_progress)
-    except sync.SyncError as exc:
+        from .airtable.push import push as push_tables
+        plans = push_tables(base, target, operations, prune=prune, dry_run=dry_run, progress=_progress)
+    except SyncError as exc:
         _fail(exc)
     would = "would " if dry_run else ""
     for plan in plans:

@@ -28,7 +28,7 @@ from pathlib import Path
 from . import dates
 from .errors import ApiError, ParameterErrors
 from .fixture_files import SchemaChecker
-from .fixtures import Case, canonical_identity, case_key, identity_agrees, other_params, request_key
+from .fixtures import IDENTITY_PARAMS, Case, canonical_identity, case_key, identity_agrees, other_params, request_key
 from .store import StoreUnavailable
 
 MAX_TTL = 10 * 365 * 86400
@@ -320,7 +320,9 @@ class RuntimePersonas:
         from werkzeug.datastructures import Headers, MultiDict
 
         from .docs import _query_pairs
-        names = {p.key: p.name for p in op.params if p.location == "query"}
+        names = {p.key for p in op.params if p.location == "query"}
+        if op.france_connect_only:  # the params name the identity the FranceConnect token carries
+            names |= IDENTITY_PARAMS
         for name in params:
             if name.removesuffix("[]") not in names:
                 raise InvalidPersona(f"$.params.{name}", f"n'est pas un paramètre de {op.method} {op.path} "

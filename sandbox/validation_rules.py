@@ -150,10 +150,11 @@ def cnav_date(p, errors, ctx):  # interactors/cnav/validate_date_naissance.rb
     if ((raw[0] is not None and year <= 0) or (raw[1] is not None and not 1 <= month <= 12)
             or (raw[2] is not None and not 1 <= day <= 31)):
         errors.append("birth_date")
-    elif None not in raw and not (valid_date(year, month, day)
-                                  and datetime.date(1900, 1, 1) <= datetime.date(year, month, day)
-                                  <= today() - datetime.timedelta(days=1)):
-        errors.append("birth_date")
+    elif None not in raw:
+        yesterday = today() - datetime.timedelta(days=1)  # tuples: a year past 9999 is no Python date
+        if not (valid_date(year, month, day)
+                and (1900, 1, 1) <= (year, month, day) <= (yesterday.year, yesterday.month, yesterday.day)):
+            errors.append("birth_date")
 
 
 def cnav_prenoms(p, errors, ctx):  # interactors/cnav/validate_prenoms.rb: optional, letters only

@@ -17,7 +17,10 @@ import yaml
 
 from .airtable_server import AirtableServer
 from .conftest import RECIPIENT, token_for
-from sandbox import airtable as sync
+from sandbox.airtable.cells import column_order, from_record, to_record
+from sandbox.airtable.common import SyncError, same
+from sandbox.airtable.files import case_files, read_case, synced_folders
+from sandbox.airtable.sync import Syncer
 from sandbox.settings import BUNDLED_FIXTURES, BUNDLED_SPEC
 from sandbox.spec import load_specs
 
@@ -46,8 +49,8 @@ def population(tmp_path):
 @pytest.fixture
 def small_population(tmp_path):
     """The three smallest synced folders of the bundled population (fast fault tests)."""
-    kept, _ = sync.synced_folders(BUNDLED_FIXTURES, OPERATIONS)
-    sizes = sorted(kept, key=lambda name: (len(sync.case_files(BUNDLED_FIXTURES / name)), name))
+    kept, _ = synced_folders(BUNDLED_FIXTURES, OPERATIONS)
+    sizes = sorted(kept, key=lambda name: (len(case_files(BUNDLED_FIXTURES / name)), name))
     target = tmp_path / "small"
     target.mkdir()
     for name in sizes[:3]:
@@ -88,8 +91,8 @@ def leftovers(folder: Path) -> list:
 
 
 def case_count(folder: Path) -> int:
-    kept, _ = sync.synced_folders(folder, OPERATIONS)
-    return sum(len(sync.case_files(folder / name)) for name in kept)
+    kept, _ = synced_folders(folder, OPERATIONS)
+    return sum(len(case_files(folder / name)) for name in kept)
 
 
 def writes(server) -> int:
@@ -107,7 +110,7 @@ def some_record(server, base=BASE):
 
 
 def file_of(folder: Path, table: str, case: str) -> Path:
-    return sync.case_files(folder / table)[case]
+    return case_files(folder / table)[case]
 
 
 # --- layout and types ----------------------------------------------------------------------
@@ -185,6 +188,7 @@ def typed(tmp_path):
     return spec, target
 
 
+@pytest.mark.slow
 def test_cells_are_readable_and_types_survive_the_round_trip(airtable, typed, tmp_path):
     spec, target = typed
     before = snapshot(target)
@@ -213,9 +217,9 @@ def test_cells_are_readable_and_types_survive_the_round_trip(airtable, typed, tm
     fresh.mkdir()
     assert cli(airtable, "pull", fixtures=fresh, spec=spec).returncode == 0
     for name in ("200_types.yaml", "404.yaml"):
-        original = sync.read_case(target / "test_types" / name)
-        pulled = sync.read_case(fresh / "test_types" / name)
-        assert sync.same(pulled, original), name
+        original = read_case(target / "test_types" / name)
+        pulled = read_case(fresh / "test_types" / name)
+        assert same(pulled, original), name
     pulled = yaml.safe_load((fresh / "test_types" / "200_types.yaml").read_text())
     assert pulled["payload"]["code"] == "0000354" and pulled["payload"]["annee"] == 1754
     assert pulled["payload"]["nombres"] == [1, "1", 1.0, True] and type(pulled["payload"]["nombres"][2]) is float
@@ -233,19 +237,20 @@ def test_cells_are_readable_and_types_survive_the_round_trip(airtable, typed, tm
 
 def test_edited_cells_keep_their_type(typed):
     spec, target = typed
-    record = sync.to_record("200_types", sync.read_case(target / "test_types" / "200_types.yaml"), "x")
+    record = to_record("200_types", read_case(target / "test_types" / "200_types.yaml"), "x")
     columns = list(record)
     record.update({"payload.annee": "1755", "payload.oui": "false", "payload.echelon": "7", "payload.rien": "rempli"})
-    doc = sync.from_record(record, sync.column_order(columns), "record")
+    doc = from_record(record, column_order(columns), "record")
     assert doc["payload"]["annee"] == 1755 and doc["payload"]["oui"] is False
     assert doc["payload"]["echelon"] == "7"      # a string column stays a string, even when it looks like a number
     assert doc["payload"]["rien"] == "rempli"
     record["payload.annee"] = "mille"
-    with pytest.raises(sync.SyncError, match=r"record, field payload.annee: 'mille' is not an integer"):
-        sync.from_record(record, columns, "record")
+    with pytest.raises(SyncError, match=r"record, field payload.annee: 'mille' is not an integer"):
+        from_record(record, columns, "record")
 
 
 # --- the whole population ------------------------------------------------------------------
+@pytest.mark.slow
 def test_push_then_pull_of_the_whole_population_is_byte_identical(airtable, population):
     before = snapshot(population)
     cases = case_count(population)
@@ -271,6 +276,7 @@ def test_push_then_pull_of_the_whole_population_is_byte_identical(airtable, popu
     assert leftovers(population) == []
 
 
+@pytest.mark.slow
 def test_the_normal_form_of_the_whole_population_is_a_fixed_point(airtable, population, tmp_path):
     assert cli(airtable, "push", fixtures=population).returncode == 0
     first = tmp_path / "first"
@@ -278,13 +284,13 @@ def test_the_normal_form_of_the_whole_population_is_a_fixed_point(airtable, popu
     result = cli(airtable, "pull", fixtures=first)
     assert result.returncode == 0, result.stderr
 
-    kept, _ = sync.synced_folders(population, OPERATIONS)
+    kept, _ = synced_folders(population, OPERATIONS)
     for name in kept:
-        originals = sync.case_files(population / name)
-        pulled = sync.case_files(first / name)
+        originals = case_files(population / name)
+        pulled = case_files(first / name)
         assert originals.keys() == pulled.keys(), name
         for stem, path in originals.items():
-            assert sync.same(sync.read_case(pulled[stem]), sync.read_case(path)), f"{name}/{path.name}"
+            assert same(read_case(pulled[stem]), read_case(path)), f"{name}/{path.name}"
 
     airtable.state.create_base("appSecondBase0001")
     env = cli_env(airtable, AIRTABLE_BASE_ID="appSecondBase0001")
@@ -296,6 +302,7 @@ def test_the_normal_form_of_the_whole_population_is_a_fixed_point(airtable, popu
 
 
 # --- pull: edits, dry run, atomicity ------------------------------------------------------
+@pytest.mark.slow
 def test_pull_writes_an_edit_and_dry_run_only_shows_it(airtable, small_population):
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
     table, record = some_record(airtable)
@@ -322,6 +329,7 @@ def test_pull_writes_an_edit_and_dry_run_only_shows_it(airtable, small_populatio
     assert leftovers(small_population) == []
 
 
+@pytest.mark.slow
 def test_a_record_deleted_in_airtable_removes_its_file(airtable, small_population):
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
     table, record = some_record(airtable)
@@ -332,6 +340,7 @@ def test_a_record_deleted_in_airtable_removes_its_file(airtable, small_populatio
     assert not path.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cells, field", [
     ({"status": 299}, "status"),                     # not a status the spec declares: the spec check refuses it
     ({"_types": "{broken"}, "_types"),               # not JSON
@@ -355,6 +364,7 @@ def test_an_invalid_record_writes_nothing_and_is_named(airtable, small_populatio
     assert leftovers(small_population) == []
 
 
+@pytest.mark.slow
 def test_an_empty_table_does_not_wipe_a_folder(airtable, small_population):
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
     table, _ = some_record(airtable)
@@ -367,6 +377,7 @@ def test_an_empty_table_does_not_wipe_a_folder(airtable, small_population):
 
 
 # --- push: plan, prune, init ---------------------------------------------------------------
+@pytest.mark.slow
 def test_push_dry_run_writes_nothing_and_prune_deletes_strays(airtable, small_population):
     dry = cli(airtable, "push", "--dry-run", fixtures=small_population)
     assert dry.returncode == 0, dry.stderr
@@ -392,6 +403,7 @@ def test_push_dry_run_writes_nothing_and_prune_deletes_strays(airtable, small_po
     assert not any(r["fields"]["case"] == case for r in airtable.state.records(BASE, table))
 
 
+@pytest.mark.slow
 def test_push_updates_a_changed_file_and_empties_dropped_cells(airtable, small_population):
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
     table, record = some_record(airtable)
@@ -412,10 +424,11 @@ def test_push_updates_a_changed_file_and_empties_dropped_cells(airtable, small_p
     assert "latency_ms" not in airtable.state.find(BASE, table, case)["fields"]
 
 
+@pytest.mark.slow
 def test_init_creates_missing_tables_and_fields_once(airtable, small_population):
     result = cli(airtable, "init", fixtures=small_population)
     assert result.returncode == 0, result.stderr
-    kept, _ = sync.synced_folders(small_population, OPERATIONS)
+    kept, _ = synced_folders(small_population, OPERATIONS)
     assert sorted(airtable.state.bases[BASE]) == sorted(kept)
     for name in kept:
         fields = airtable.state.table(BASE, name).fields
@@ -428,7 +441,7 @@ def test_init_creates_missing_tables_and_fields_once(airtable, small_population)
     assert "init: 0 table(s) and 0 field(s) created" in again.stdout
 
     name = kept[0]
-    path = next(iter(sync.case_files(small_population / name).values()))
+    path = next(iter(case_files(small_population / name).values()))
     path.write_text(path.read_text() + "notes: added later\n")
     added = cli(airtable, "init", fixtures=small_population)
     assert f"{name}: created fields notes" in added.stdout
@@ -436,6 +449,7 @@ def test_init_creates_missing_tables_and_fields_once(airtable, small_population)
 
 
 # --- faults --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_429_on_every_third_call_succeeds_with_backoff(airtable, small_population):
     airtable.state.rate_limit_every = 3
     before = snapshot(small_population)
@@ -448,6 +462,7 @@ def test_429_on_every_third_call_succeeds_with_backoff(airtable, small_populatio
     assert snapshot(small_population) == before
 
 
+@pytest.mark.slow
 def test_a_429_storm_fails_the_pull_and_writes_nothing(airtable, small_population):
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
     table, record = some_record(airtable)
@@ -460,6 +475,7 @@ def test_a_429_storm_fails_the_pull_and_writes_nothing(airtable, small_populatio
     assert snapshot(small_population) == before
 
 
+@pytest.mark.slow
 def test_a_connection_dropped_mid_pull_writes_nothing(airtable, small_population):
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
     for table in sorted(airtable.state.bases[BASE]):  # edits that the pull would write
@@ -474,6 +490,7 @@ def test_a_connection_dropped_mid_pull_writes_nothing(airtable, small_population
     assert leftovers(small_population) == []
 
 
+@pytest.mark.slow
 def test_a_422_on_push_fails_clearly(airtable, small_population):
     airtable.state.reject_writes = True
     result = cli(airtable, "push", fixtures=small_population)
@@ -482,6 +499,7 @@ def test_a_422_on_push_fails_clearly(airtable, small_population):
     assert "writing table" in result.stderr and "(cases " in result.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_or_missing_token_is_reported_without_being_printed(airtable, small_population):
     wrong = "patWrongToken.0000aaaa1111bbbb"
     result = cli(airtable, "push", fixtures=small_population, env=cli_env(airtable, AIRTABLE_TOKEN=wrong))
@@ -532,12 +550,12 @@ def _at(body, path):
 def _edit_candidates(folder: Path):
     """(operation, case, params, payload path, old value, new value): a string of one case
     replaced by another case's value at the same path, so the edit stays valid for the spec."""
-    kept, _ = sync.synced_folders(folder, OPERATIONS)
+    kept, _ = synced_folders(folder, OPERATIONS)
     for name in kept:
         op = OPERATIONS.get(name)
         if not op or op.france_connect_only or op.gone or "{" in op.path:
             continue
-        docs = {stem: sync.read_case(path) for stem, path in sync.case_files(folder / name).items()}
+        docs = {stem: read_case(path) for stem, path in case_files(folder / name).items()}
         values = {}
         for doc in docs.values():
             for path, value in _string_leaves(doc.get("payload")):
@@ -604,13 +622,16 @@ def test_a_running_sandbox_serves_airtable_edits_and_refuses_invalid_ones(airtab
     assert TOKEN not in server.output()
 
 
-def test_only_one_worker_pulls_at_a_time(airtable, small_population, make_app, monkeypatch):
+@pytest.mark.slow
+def test_only_one_worker_pulls_at_a_time(airtable, small_population, make_settings, monkeypatch):
+    from sandbox import create_app
     for name, value in cli_env(airtable).items():
         if name.startswith(("AIRTABLE_", "SANDBOX_AIRTABLE")):
             monkeypatch.setenv(name, value)
     assert cli(airtable, "push", fixtures=small_population).returncode == 0
-    app = make_app(fixtures=(small_population,), airtable_sync=60.0, airtable_base=BASE)
-    syncer = sync.Syncer(app.extensions["sandbox"])
+    # start=False: no sync thread of the app's own; the Syncers below are the workers'
+    app = create_app(make_settings(fixtures=(small_population,), airtable_sync=60.0, airtable_base=BASE), start=False)
+    syncer = Syncer(app.extensions["sandbox"])
     syncer.lock_path.parent.mkdir(parents=True, exist_ok=True)
 
     with open(syncer.lock_path, "a+") as held:
@@ -621,5 +642,5 @@ def test_only_one_worker_pulls_at_a_time(airtable, small_population, make_app, m
     syncer.tick()
     assert len(airtable.state.calls) > calls  # the lock is free: this worker pulls
     calls = len(airtable.state.calls)
-    sync.Syncer(app.extensions["sandbox"]).tick()  # a second worker, right after: no second pull
+    Syncer(app.extensions["sandbox"]).tick()  # a second worker, right after: no second pull
     assert len(airtable.state.calls) == calls

@@ -145,6 +145,7 @@ def test_every_copied_file_is_in_the_build_context():
         assert dockerignore_excludes(heavy), f"{heavy} should stay out of the build context"
 
 
+@pytest.mark.slow
 def test_the_container_command_serves_and_the_healthcheck_passes(start_server, image):
     server, env = run_cmd(start_server, image(SANDBOX_TOKEN_SECRET=SECRET))
 
@@ -177,6 +178,7 @@ def test_the_container_command_serves_and_the_healthcheck_passes(start_server, i
     assert down.returncode != 0
 
 
+@pytest.mark.slow
 def test_the_container_refuses_a_missing_fixture_mount(start_server, image):
     env = image(SANDBOX_TOKEN_SECRET=SECRET)
     shutil.rmtree(image.root / "fixtures")
@@ -230,6 +232,7 @@ def test_compose_has_redis_and_two_replicas_sharing_it_and_one_secret():
     assert len(set(published)) == 2
 
 
+@pytest.mark.slow
 def test_compose_replicas_share_tokens_and_journal_through_redis(start_server, image, redis_server):
     compose = yaml.safe_load((ROOT / "compose.yml").read_text())
     replicas = [compose_env(s) for name, s in compose["services"].items() if name != "redis"]

@@ -163,6 +163,7 @@ def foreign_hosts(text: str, own_host: str) -> set:
     return {m.group(1).lower() for m in URL.finditer(text)} - {own_host.lower()}
 
 
+@pytest.mark.slow
 def test_the_page_and_everything_it_loads_come_from_the_sandbox(start_server, fixtures_dir):
     server = start_server("--fixtures", str(fixtures_dir), "--workers", "1")
     own_host = urlsplit(server.url).hostname
@@ -370,6 +371,7 @@ def test_persona_page_lists_each_case_with_a_curl_line_and_a_try_link(docs_clien
     assert json.loads(parse_qs(urlsplit(arrays["try"]).query)["params"][0])["prenoms[]"] == ["JEAN", "PAUL"]
 
 
+@pytest.mark.slow
 def test_the_curl_lines_work_as_printed(start_server, fixtures_dir):
     """Paste a line into a shell with TOKEN set: the case's own answer comes back."""
     curl = require("curl")

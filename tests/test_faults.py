@@ -253,6 +253,7 @@ def test_faults_off_ignores_the_headers(make_app, personas, slept):
     assert all("fault" not in e for e in entries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_serve_faults_off_under_gunicorn(start_server, personas, how):
     if how == "flag":

@@ -121,6 +121,7 @@ def test_bad_fixtures_are_each_named(tmp_path):
     assert "$.status" in line_for("nostatus.yaml")
 
 
+@pytest.mark.slow
 def test_server_refuses_to_start_on_a_broken_set(make_app, tmp_path):
     root = tmp_path / "broken"
     (root / V2_OP).mkdir(parents=True)
@@ -143,6 +144,7 @@ def test_case_breaking_the_schema_is_served_but_flagged(make_app, tmp_path):
     assert "codeCategorieInscription" in response.headers["X-Sandbox-Fixture-Invalid"]
 
 
+@pytest.mark.slow
 def test_hot_reload_and_broken_edit_keeps_the_last_good_set(start_server, population, tmp_path):
     server = start_server("--fixtures", str(population), env={"SANDBOX_RELOAD_INTERVAL": "0.2"})
     token = token_for()

@@ -212,6 +212,7 @@ def test_the_journal_needs_a_token(make_client):
     assert client.get("/sandbox/requests", headers={"X-Api-Key": "not-a-token"}).status_code == 401
 
 
+@pytest.mark.slow
 def test_the_journal_is_shared_by_gunicorn_workers_and_read_with_a_bearer(start_server, personas):
     server = start_server("--fixtures", str(personas), "--workers", "2")
     token = token_for()
@@ -225,6 +226,7 @@ def test_the_journal_is_shared_by_gunicorn_workers_and_read_with_a_bearer(start_
         assert [e["query"]["identifiant"] for e in answer.json()["requests"]] == [f"p{i}" for i in range(11, -1, -1)]
 
 
+@pytest.mark.slow
 def test_the_journal_is_shared_through_redis_by_two_instances(start_server, personas, redis_server):
     one = start_server("--fixtures", str(personas), "--redis", redis_server.url, "--workers", "1")
     two = start_server("--fixtures", str(personas), "--redis", redis_server.url, "--workers", "1")

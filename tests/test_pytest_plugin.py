@@ -13,7 +13,10 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import requests
+
+pytestmark = pytest.mark.slow  # every test here starts a sandbox process
 
 EXAMPLE = Path(__file__).parent / "example_downstream"
 

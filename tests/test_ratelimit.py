@@ -355,6 +355,7 @@ def test_the_embedded_store_counts_exactly_across_threads(make_settings):
 
 
 # --- real gunicorn, embedded store ------------------------------------------------------------
+@pytest.mark.slow
 def test_burst_on_two_workers_gives_exactly_the_limit(start_server, tmp_path):
     """20 per minute rather than per second: however slowly this machine sends the 60 calls, they
     fall in at most two windows, so one of them gets more than 20 and must admit exactly 20.
@@ -368,6 +369,7 @@ def test_burst_on_two_workers_gives_exactly_the_limit(start_server, tmp_path):
     assert other.headers["RateLimit-Remaining"] == "19"
 
 
+@pytest.mark.slow
 def test_embedded_store_holds_under_concurrency(start_server, tmp_path):
     """2 workers x 8 threads writing counters and the journal together: no 'database is
     locked', no 5xx, every call counted and journaled."""
@@ -391,6 +393,7 @@ def test_embedded_store_holds_under_concurrency(start_server, tmp_path):
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_cli_flags_set_the_limits(start_server, tmp_path):
     """Per-minute limits, and counts that hold wherever the minute's edge falls: 12 calls span at
     most two windows, so one gets more than 5; 2 x 30 + 1 calls must meet the address ceiling."""
@@ -411,6 +414,7 @@ def test_cli_flags_set_the_limits(start_server, tmp_path):
     assert admitted >= 30 - 12, "a window's reset only adds room: at least the ceiling minus the burst passed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,value", [("--rate-limit", "lots"), ("--ip-rate-limit", "1000/eon")])
 def test_cli_rejects_a_bad_rate(tmp_path, flag, value):
     result = subprocess.run([sys.executable, "-m", "sandbox", "serve", "--data-dir", str(tmp_path),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 import requests
 
@@ -19,6 +20,8 @@ from sandbox.scopes import ScopeCatalogue
 
 from .conftest import SECRET, free_port, token_for
 from .test_ratelimit import V2_PATH, V3_PATH, assert_exact, burst, rhythm_fixtures
+
+pytestmark = pytest.mark.slow  # every test here starts a sandbox process
 
 TOO_LONG = 2.5  # seconds: a call answered later than this "hangs"
 

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import RECIPIENT, token_for, v2_headers, v3_headers
+from tests.test_docs_browser import browser  # noqa: F401  (a fixture)
 from tests.test_pytest_plugin import run_pytest, write_project
 
 V3_ROUTE = "/v3/france_travail/statut/identifiant"
@@ -329,3 +330,64 @@ def test_the_pytest_plugin_creates_personas_and_removes_them_after_the_test(tmp_
     code, counts, outcomes, output = run_pytest(project, tmp_path / "junit.xml", "-p", "sandbox.pytest_plugin")
     assert code == 0, output
     assert counts["tests"] == 3 and set(outcomes.values()) == {"passed"}, output
+
+
+# --- FranceConnect: chosen by the identity behind the token ---------------------------------------
+def test_a_france_connect_persona_is_chosen_by_the_identity_of_the_token(client):
+    route, model = "/v3/dss/quotient_familial/france_connect", \
+        "api_particulier_v3_cnav_quotient_familial_with_france_connect/200_fc_bacasable_camille.yaml"
+    like = {"like": model, "payload": {"data": {"quotient_familial": {"valeur": 1999}}}}
+
+    def valeur():
+        answer = client.get(route, query_string={"recipient": RECIPIENT}, headers=v3_headers("tout"))
+        return answer.headers["X-Sandbox-Case"], answer.get_json()["data"]["quotient_familial"]["valeur"]
+
+    create(client, token_for(), like)  # private to a sandbox token: not the FranceConnect caller's
+    assert valeur() == (model, 612)
+    _, own = create(client, "tout", like)  # created with the FranceConnect token itself
+    assert valeur() == (f"runtime/{own['id']}", 1999)
+    client.delete(f"/sandbox/personas/{own['id']}", headers=v2_headers("tout"))
+    _, shared = create(client, token_for(), {**like, "global": True})
+    assert valeur() == (f"runtime/{shared['id']}", 1999)
+    _, other = create(client, token_for(), {**like, "global": True, "params": {"nomNaissance": "AUTRE"}})
+    assert valeur() == (f"runtime/{shared['id']}", 1999)  # another identity: not this token's
+
+
+# --- the persona page's "Cloner" button ------------------------------------------------------------
+@pytest.mark.slow
+def test_the_clone_button_creates_an_edited_copy(start_server, browser):
+    from selenium.webdriver.common.by import By
+
+    from tests.test_docs_browser import _click, _visible, _wait
+    server = start_server("--workers", "1")
+    driver = browser
+    driver.get(server.url + "/docs/personas")
+    row = next(r for r in driver.find_elements(By.CSS_SELECTOR, f"#{V3_OPERATION} tr.sbx-case")
+               if "200_default.yaml" in r.text)
+    _click(driver, row.find_element(By.CSS_SELECTOR, "button.sbx-clone"))
+    _visible(driver, "#clone-dialog")
+    params = driver.find_element(By.ID, "clone-params")
+    assert json.loads(params.get_attribute("value")) == {"identifiant": "default"}
+
+    params.clear()
+    params.send_keys('{"identifiant": "clone.navigateur"}')
+    payload = driver.find_element(By.ID, "clone-payload")
+    edited = json.loads(payload.get_attribute("value"))
+    edited["data"]["identite"]["prenom"] = 7  # refused first: the field is named
+    driver.execute_script("arguments[0].value = arguments[1];", payload, json.dumps(edited))
+    _click(driver, driver.find_element(By.ID, "clone-submit"))
+    error = _visible(driver, "#clone-error")
+    assert "$.payload.data.identite.prenom" in error.text and "422" in error.text
+
+    edited["data"]["identite"]["prenom"] = "CLONE"
+    driver.execute_script("arguments[0].value = arguments[1];", payload, json.dumps(edited))
+    _click(driver, driver.find_element(By.ID, "clone-submit"))
+    _visible(driver, "#clone-result")
+    token = driver.find_element(By.ID, "clone-token").get_attribute("value")
+    assert "identifiant=clone.navigateur" in driver.find_element(By.ID, "clone-curl").text
+    _wait(driver, lambda d: d.find_element(By.ID, "clone-error").get_attribute("hidden") is not None, "error kept")
+
+    answer = requests.get(server.url + V3_ROUTE, params={"identifiant": "clone.navigateur", "recipient": RECIPIENT},
+                          headers=v3_headers(token), timeout=10)
+    assert answer.status_code == 200 and answer.json()["data"]["identite"]["prenom"] == "CLONE"
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "422" not in e["message"]] == []

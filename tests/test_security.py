@@ -142,6 +142,7 @@ def _forgeries():
 FORGERIES = list(_forgeries())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("what", "forged"), FORGERIES, ids=[what for what, _ in FORGERIES])
 def test_forged_tokens_are_refused_on_every_kind_of_route(server, what, forged):
     for path, headers in ((V2, {"X-Api-Key": forged}), (V2 + "&token=" + forged, {}),
@@ -154,6 +155,7 @@ def test_forged_tokens_are_refused_on_every_kind_of_route(server, what, forged):
     assert answer.json()["errors"][0]["code"] in ("00101", "00103"), (what, answer.text)
 
 
+@pytest.mark.slow
 def test_the_genuine_token_behind_the_forgeries_is_accepted(server):
     """The forgeries start from a token that works: each refusal above is the forgery's."""
     genuine = token_for(["pole_emploi_identite"])
@@ -164,6 +166,7 @@ def test_the_genuine_token_behind_the_forgeries_is_accepted(server):
                ).status_code == 200, "the hand-made HS256 signer is right, so the RS256 forgery proves something"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("near", [OPAQUE[:-1], OPAQUE + "0", OPAQUE.upper(), OPAQUE[:-1] + "g", f"{OPAQUE} x",
                                   OPAQUE.encode().hex(), base64.b64encode(OPAQUE.encode()).decode()])
 def test_opaque_tokens_match_whole_or_not_at_all(server, near):
@@ -218,6 +221,7 @@ TRAVERSALS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "target"), TRAVERSALS, ids=[f"{m} {t}" for m, t in TRAVERSALS])
 def test_path_traversal_finds_no_file(server, method, target):
     status, headers, body = raw(server, method, target, headers={"X-Api-Key": token_for()})
@@ -230,12 +234,14 @@ def test_path_traversal_finds_no_file(server, method, target):
     assert headers.get("X-Content-Type-Options") == "nosniff"
 
 
+@pytest.mark.slow
 def test_a_path_filter_on_the_journal_is_only_a_filter(server):
     token = token_for()
     answer = get(server, "/sandbox/requests?path=../../../../etc/passwd", headers={"X-Api-Key": token})
     assert answer.status_code == 200 and answer.json() == {"requests": []}
 
 
+@pytest.mark.slow
 def test_revoking_needs_a_token_id(server):
     """A revocation takes a jti (a UUID); anything else is no token's, and says so."""
     status, _, body = raw(server, "DELETE", "/sandbox/tokens/not-a-token-id")
@@ -247,6 +253,7 @@ def test_revoking_needs_a_token_id(server):
 
 
 # --- no secret in logs, answers or the spec --------------------------------------------------------
+@pytest.mark.slow
 def test_no_secret_in_the_log_the_answers_or_the_spec(server):
     jwt_token = token_for()
     answers = [
@@ -280,6 +287,7 @@ def test_no_secret_in_the_log_the_answers_or_the_spec(server):
             assert secret not in answer.text + json.dumps(dict(answer.headers)), (name, answer.url[:120])
 
 
+@pytest.mark.slow
 def test_a_generated_secret_is_kept_private(tmp_path, start_server):
     server = start_server(env={"SANDBOX_TOKEN_SECRET": "", "SANDBOX_DATA_DIR": str(tmp_path / "fresh")})
     path = tmp_path / "fresh" / "token-secret"
@@ -329,6 +337,7 @@ def _every_kind_of_answer(server):
     yield "head", requests.head(server.url + V2, headers={"X-Api-Key": token}, timeout=TIMEOUT)
 
 
+@pytest.mark.slow
 def test_every_answer_says_nosniff_and_docs_answers_carry_a_csp(server):
     seen = 0
     for what, answer in _every_kind_of_answer(server):
@@ -349,6 +358,7 @@ def _clean_refusal(status, headers, body, allowed=(400, 404, 413, 414, 422, 431)
     return parsed
 
 
+@pytest.mark.slow
 def test_a_long_query_string_reaches_the_route_and_gets_its_error(server):
     token = token_for()
     answer = get(server, "/api/v2/situations-pole-emploi?identifiant=" + "é" * 1300, headers={"X-Api-Key": token})
@@ -360,6 +370,7 @@ def test_a_long_query_string_reaches_the_route_and_gets_its_error(server):
     assert answer.status_code == 422 and body["errors"][0]["code"] == "00380"
 
 
+@pytest.mark.slow
 def test_a_giant_query_string_is_refused_cleanly(server):
     status, headers, body = raw_bytes(server, b"GET /api/v2/situations-pole-emploi?identifiant="
                                       + b"A" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -367,6 +378,7 @@ def test_a_giant_query_string_is_refused_cleanly(server):
     assert status == 414 and parsed["error"] == "bad_request"
 
 
+@pytest.mark.slow
 def test_giant_headers_and_too_many_headers_are_refused_cleanly(server):
     token = token_for().encode()
     big = b"GET " + V2.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + token + b"\r\nX-Filler: " + b"y" * 20_000
@@ -379,6 +391,7 @@ def test_giant_headers_and_too_many_headers_are_refused_cleanly(server):
     _clean_refusal(status, headers, body)
 
 
+@pytest.mark.slow
 def test_many_parameters_are_answered_cleanly(server):
     token = token_for()
     query = "&".join(f"p{i}=1" for i in range(900))
@@ -389,6 +402,7 @@ def test_many_parameters_are_answered_cleanly(server):
     assert answer.status_code == 400 and "identifiant" in answer.json()["reason"]
 
 
+@pytest.mark.slow
 def test_oversized_and_hostile_token_requests_are_refused_cleanly(server):
     post = lambda data: requests.post(server.url + "/sandbox/tokens", data=data,  # noqa: E731
                                       headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
@@ -406,6 +420,7 @@ def test_oversized_and_hostile_token_requests_are_refused_cleanly(server):
     assert answer.status_code == 413
 
 
+@pytest.mark.slow
 def test_a_giant_fault_header_is_refused_in_the_routes_format(server):
     token = token_for()
     answer = get(server, V2, headers={"X-Api-Key": token, "X-Sandbox-Fault": "z" * 8000})
@@ -414,6 +429,7 @@ def test_a_giant_fault_header_is_refused_in_the_routes_format(server):
     assert answer.status_code == 422 and answer.json()["errors"][0]["source"] == {"parameter": "X-Sandbox-Fault"}
 
 
+@pytest.mark.slow
 def test_the_server_logged_no_error_through_all_this(server):
     log = server.output()
     assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]

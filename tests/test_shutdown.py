@@ -7,9 +7,12 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from .conftest import RECIPIENT
+
+pytestmark = pytest.mark.slow  # every test here starts a sandbox process
 
 V2 = "/api/v2/situations-pole-emploi?identifiant=default"
 V3 = f"/v3/france_travail/statut/identifiant?identifiant=default&recipient={RECIPIENT}"

@@ -150,6 +150,7 @@ def _plan(operations, loaded, extra_fc_dir):
     return plan
 
 
+@pytest.mark.slow
 def test_every_official_case_is_served_identically(staging, start_server, tmp_path):
     reference, specs, operations, loaded = staging
     extra = tmp_path / "extra"

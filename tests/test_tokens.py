@@ -188,6 +188,7 @@ def test_rate_limit_is_keyed_by_token(make_app):
     assert client.get(V2, headers=v2_headers(second)).status_code == 200
 
 
+@pytest.mark.slow
 def test_cli_token_minted_before_the_server_starts_works(tmp_path, start_server):
     data_dir = tmp_path / "ci-data"
     env = {"SANDBOX_DATA_DIR": str(data_dir)}

@@ -25,31 +25,6 @@ The package, one focused module per part (each says what it is and why):
   pull     `airtable pull`: fetch, plan, stage, validate, swap in, diff
   sync     `serve --airtable-sync`: Syncer and start_sync
 
-pyairtable is imported lazily (client.py): it is slow to import and only the sync needs it, while
-the sandbox imports this package at start-up for start_sync.
+pyairtable is imported lazily (client.py): it is slow to import and only the sync needs it. Import
+what you need from its module (`from sandbox.airtable.pull import pull`): this file exports nothing.
 """
-from __future__ import annotations
-
-from .common import SetupError, SyncError, same, scrub
-from .cells import CASE, KINDS, STATUS, TOP_ORDER, TYPES, column_order, from_record, to_record
-from .files import CASE_SUFFIXES, FRANCE_CONNECT, case_files, read_case, render, synced_folders
-from .client import (BACKOFF, DEFAULT_ENDPOINT, PAGE_SIZE, RATE, RETRIES, connect, describe,
-                     read_schema, talking_to_airtable)
-# `push` and `pull` name both a module of this package and its main function: these imports load
-# the modules first, then bind the names to the functions, which is what callers use.
-from .push import BATCH, TablePlan, ensure_layout, field_spec, init, layout, local_records, plan_table, push
-from .pull import (CASE_NAME, FolderPlan, PullResult, fetch, plan_folder, pull, stage, swap_in,
-                   unified_diff, validate)
-from .sync import Syncer, logger, start_sync
-
-__all__ = [
-    "SyncError", "SetupError", "scrub", "same",
-    "CASE", "TYPES", "STATUS", "KINDS", "TOP_ORDER", "to_record", "from_record", "column_order",
-    "FRANCE_CONNECT", "CASE_SUFFIXES", "read_case", "render", "case_files", "synced_folders",
-    "DEFAULT_ENDPOINT", "RATE", "RETRIES", "BACKOFF", "PAGE_SIZE",
-    "connect", "describe", "talking_to_airtable", "read_schema",
-    "BATCH", "field_spec", "layout", "TablePlan", "local_records", "ensure_layout", "init", "plan_table", "push",
-    "CASE_NAME", "FolderPlan", "fetch", "plan_folder", "validate", "stage", "swap_in", "PullResult",
-    "unified_diff", "pull",
-    "Syncer", "logger", "start_sync",
-]

@@ -7,12 +7,12 @@ cached by (path, size, mtime) because `serve --airtable-sync` compares every fil
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
 from .. import fixtures as fixture_module
+from ..fixture_files import read_case_file
 from ..spec import _Loader
 from .common import SyncError, same
 
@@ -36,19 +36,9 @@ def read_case(path: Path) -> dict:
 
 
 def _read_case(path: Path) -> dict:
-    try:
-        data = yaml.load(path.read_bytes(), Loader=_Loader)
-    except (OSError, yaml.YAMLError) as exc:
-        raise SyncError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise SyncError(f"{path}: a case file must be a mapping with description, params, status, payload")
-    if isinstance(data.get("payload"), str):
-        try:
-            decoded = json.loads(data["payload"])
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, (dict, list)):
-            data["payload"] = decoded
+    data, problems = read_case_file(path)  # the sandbox's own reader: what it serves, the sync sends
+    if data is None:
+        raise SyncError(str(problems[0]))
     return data
 
 
