@@ -65,7 +65,7 @@ class Sandbox:
 
     @functools.cached_property
     def spec_yaml(self) -> bytes:
-        """The merged spec /openapi.yml serves, dumped on first use (0.2 s a start-up need not pay)."""
+        """The merged spec /openapi.yml serves, dumped on first use (a start-up need not pay for it)."""
         return yaml.dump(self.specs.document, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
                          sort_keys=False, allow_unicode=True).encode()
 

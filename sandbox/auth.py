@@ -2,10 +2,10 @@
 
 Tokens are JWTs signed HS256 with the sandbox secret and carry production's claims
 (uid, jti, scopes, sub, iat, exp, version), so the same token works on v2 and v3.
-A verified token's Identity is cached: PyJWT costs ~26 µs a decode and CI farms call with the
-same few tokens; expiry is still checked on every request. The cache is keyed by the token's
-hash() with its signature alongside, not by the token, whose every-scope form is ~2.8 KB (a
-worker that has seen 10,000 tokens keeps ~3 MB, not ~30). A hit needs the same hash AND the
+A verified token's Identity is cached: a PyJWT decode is a large share of a call
+(bench/README.md) and CI farms call with the same few tokens; expiry is still checked on every
+request. The cache is keyed by the token's hash() with its signature alongside, not by the
+token, whose every-scope form is a few kilobytes. A hit needs the same hash AND the
 same signature, which only the holder of that very token knows; an edited token hashes
 elsewhere and is decoded, and refused.
 """

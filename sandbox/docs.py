@@ -40,7 +40,7 @@ def _sandbox():
 
 @bp.record_once
 def _examples_at_start_up(state):
-    """Registered once per app, in create_app: the examples are worked out before any request."""
+    """Registered once per app, in create_app; the examples are worked out on the first /openapi.yml."""
     from .examples import DocsSpec
     state.app.extensions["docs_spec"] = DocsSpec(state.app.extensions["sandbox"])
 

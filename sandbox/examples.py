@@ -3,7 +3,8 @@
 For each API operation, a 200 case of the fixtures becomes the `example` of its parameters (so
 "Try it out" then "Execute" answers 200 at once), its payload the "Example Value" of the 200
 answer, and each error status shows the body the sandbox really sends (rendered by errors.py).
-Worked out when the app is built, and again only when the fixtures have been reloaded.
+Worked out once, on first use, and again only when the fixtures have been reloaded or the day
+has changed (relative dates in payloads).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class DocsSpec:
     def yaml(self) -> bytes:
         document = self.document()
         with self._lock:
-            if self._yaml is None:  # dumped on first use: ~0.2 s that a start-up need not pay
+            if self._yaml is None:  # dumped on first use: a start-up need not pay for it
                 self._yaml = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True).encode()
             return self._yaml
 

@@ -101,7 +101,7 @@ def _json_path(error) -> str:
 
 
 def _oas30_validator():
-    # Imported on first use: it takes 0.2-0.3 s (it pulls pydantic), which the commands that
+    # Imported on first use: a heavy import (it pulls pydantic), which the commands that
     # check no payload (`token`, `--help`) need not pay.
     from openapi_schema_validator import OAS30Validator
     return OAS30Validator

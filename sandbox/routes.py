@@ -55,7 +55,7 @@ def _store_down(_):
 
 @bp.before_request
 def _sandbox_rate_limit():
-    if request.path.startswith(("/sandbox/", "/docs")):
+    if request.path.startswith("/sandbox/"):
         _sandbox().limiter.admit_sandbox(request.remote_addr or "-")
 
 

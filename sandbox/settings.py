@@ -1,6 +1,6 @@
 """Flags and environment -> one Settings object.
 
-Every knob has one name on the command line and one in the environment (INTERFACE.md);
+Every knob has one name on the command line and one in the environment (README, Configuration);
 the command line wins. Lists in the environment are os.pathsep-separated.
 """
 from __future__ import annotations

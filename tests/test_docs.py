@@ -394,28 +394,52 @@ def test_the_curl_lines_work_as_printed(start_server, fixtures_dir):
 
 # ---- CORS ----------------------------------------------------------------------------------
 
-def test_cors_preflight_and_actual_request_from_another_origin(docs_client):
-    origin = "https://demarche.example.gouv.fr"
+@pytest.mark.parametrize("origin", ["https://entreprise.api.gouv.fr", "https://staging.api.gouv.fr",
+                                    "https://api.gouv.fr"])
+def test_cors_lets_production_s_own_origins_in(docs_client, origin):
+    """siade/config/initializers/cors.rb: production's API answers browsers from its own sites."""
     preflight = docs_client.options("/api/v2/situations-pole-emploi", headers={
         "Origin": origin, "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "x-api-key"})
     assert preflight.status_code in (200, 204)
-    assert preflight.headers["Access-Control-Allow-Origin"] in ("*", origin)
+    assert preflight.headers["Access-Control-Allow-Origin"] == origin
     allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
-    assert {"x-api-key", "authorization"} <= allowed
+    assert "x-api-key" in allowed
     assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
 
     actual = docs_client.get("/api/v2/situations-pole-emploi?identifiant=camille.essai",
                              headers={"Origin": origin, **v2_headers(token_for())})
     assert actual.status_code == 200
     assert actual.get_json() == V2_PAYLOAD
-    assert actual.headers["Access-Control-Allow-Origin"] in ("*", origin)
+    assert actual.headers["Access-Control-Allow-Origin"] == origin
+    assert actual.headers["Vary"] == "Origin"  # a cache must not hand one origin's answer to another
     assert "RateLimit-Remaining" in actual.headers["Access-Control-Expose-Headers"]
 
 
-def test_cors_can_be_restricted_to_listed_origins(make_app, fixtures_dir):
+@pytest.mark.parametrize("origin", ["https://demarche.example.gouv.fr", "http://localhost:3000",
+                                    "https://api.gouv.fr.example.com", "https://particulier.api.gouv.fr"])
+def test_cors_refuses_a_browser_app_production_would_refuse(docs_client, origin):
+    """A browser app elsewhere cannot call production's API: it cannot call the sandbox's either
+    (the sandbox's own /docs page is same-origin and needs no CORS)."""
+    for answer in (docs_client.options("/v3/france_travail/statut/identifiant", headers={
+                       "Origin": origin, "Access-Control-Request-Method": "GET"}),
+                   docs_client.get("/api/v2/situations-pole-emploi?identifiant=camille.essai",
+                                   headers={"Origin": origin, **v2_headers(token_for())})):
+        assert "Access-Control-Allow-Origin" not in answer.headers
+
+
+def test_the_spec_is_open_to_every_origin(docs_client):
+    """As production's /v*/openapi.yaml: any documentation page may load it."""
+    answer = docs_client.get("/openapi.yml", headers={"Origin": "https://doc.example.org"})
+    assert answer.headers["Access-Control-Allow-Origin"] in ("*", "https://doc.example.org")
+
+
+def test_cors_origins_opens_the_api_to_a_hosted_documentation_page(make_app, fixtures_dir):
     client = make_app(fixtures=(fixtures_dir,), cors_origins="https://ok.example.fr").test_client()
     ok = client.get("/api/ping", headers={"Origin": "https://ok.example.fr"})
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://ok.example.fr"
+    ok = client.get("/api/v2/situations-pole-emploi?identifiant=camille.essai",
+                    headers={"Origin": "https://ok.example.fr", **v2_headers(token_for())})
     assert ok.headers["Access-Control-Allow-Origin"] == "https://ok.example.fr"
     other = client.get("/api/ping", headers={"Origin": "https://other.example.fr"})
     assert "Access-Control-Allow-Origin" not in other.headers

@@ -56,7 +56,7 @@ def sandbox_app(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     shutil.copytree(PERSONAS, root / "personas")
     return create_app(Settings(token_secret=SECRET, data_dir=root / "data", reload_interval=0,
-                               fixtures=(root / "personas",)))
+                               fixtures=(root / "personas",), cors_origins="http://localhost:3000"))
 
 
 @pytest.fixture
@@ -268,6 +268,7 @@ def test_serve_faults_off_under_gunicorn(start_server, personas, how):
 
 
 def test_cors_lets_a_browser_send_the_fault_headers(sandbox_app):
+    """An origin opened with SANDBOX_CORS_ORIGINS may send the sandbox's own headers."""
     answer = sandbox_app.test_client().options(V2, headers={
         "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "x-sandbox-fault, prefer"})

@@ -80,7 +80,7 @@ def test_errors_are_journaled_too(make_client):
     assert [(e["status"], e["query"]) for e in journal(client, allowed)] == [(400, {})]
 
 
-@pytest.mark.parametrize("backend", ["embedded", "redis"])
+@pytest.mark.parametrize("backend", ["embedded", pytest.param("redis", marks=pytest.mark.slow)])  # redis-server
 def test_a_small_journal_keeps_only_the_newest_calls(make_client, request, backend):
     settings = dict(journal_size=5, **UNLIMITED)
     if backend == "redis":

@@ -54,7 +54,7 @@ def _load_or_create(data_dir) -> bytes:
 class Signer:
     def __init__(self, data_dir):
         pem = _load_or_create(data_dir)
-        # Our own file, written above with mode 0600: the ~40 ms RSA consistency check a
+        # Our own file, written above with mode 0600: the slow RSA consistency check a
         # start-up would pay is skipped.
         native = serialization.load_pem_private_key(pem, None, unsafe_skip_rsa_key_validation=True)
         self.key = RSAKey(native, pem)
