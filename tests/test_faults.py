@@ -137,7 +137,7 @@ def test_api_rate_limited_is_the_api_own_429_with_retry_after(call, version):
         assert answer.get_json() == {"errors": ["Vous avez effectué trop de requêtes"]}
     else:
         assert answer.get_json()["errors"][0]["code"] == "00429"
-    assert journal(call)[0] | {"at": None} == {
+    assert journal(call)[0] | {"at": None, "id": None} == {"id": None,
         "method": "GET", "path": V2 if version == "v2" else V3, "status": 429, "at": None, "case": None,
         "fault": "api_rate_limited",
         "query": {"identifiant": "camille.exemple"} | ({"recipient": RECIPIENT} if version == "v3" else {})}

@@ -239,7 +239,7 @@ def served_cases(url, token, identifiant, calls=60):
     """X-Sandbox-Case of `calls` calls, each on a fresh connection, 8 at a time (both workers answer)."""
     def one(_):
         answer = requests.get(url + V3_ROUTE, params={"identifiant": identifiant, "recipient": RECIPIENT},
-                              headers=v3_headers(token), timeout=10)
+                              headers=v3_headers(token), timeout=30)  # a loaded CI host: workers' first calls
         return answer.status_code, answer.headers.get("X-Sandbox-Case")
     with ThreadPoolExecutor(8) as pool:
         return set(pool.map(one, range(calls)))
