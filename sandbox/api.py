@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import dates, errors, faults
-from .errors import ApiError
+from . import dates, errors, faults, transport
+from .errors import ApiError, ParameterErrors
 from .fixtures import canonical_identity, request_key
 from .store import StoreUnavailable
 
@@ -50,23 +49,33 @@ class Pipeline:
         self._rendered = {}    # (case, scopes held) -> (status, body): a masked payload is serialised once
         self._near_miss = {}   # (operation id, request key) -> (near miss, header value)
 
-    def handle(self, op, request) -> tuple[int, bytes, dict]:
-        """One API call -> (status, body, headers)."""
-        status, body, headers = self._handle(op, request)
-        headers["X-Request-ID"] = f"{random.getrandbits(128):032x}"  # 32 hex digits, as uuid4().hex
+    def handle(self, op, request, unsupported_version: str | None = None) -> tuple[int, bytes, dict]:
+        """One API call -> (status, body, headers). `unsupported_version`: the path named a
+        version the route does not have (transport.resolve_version): 404 00402 once the token
+        and its scopes are checked, as production answers."""
+        status, body, headers = self._handle(op, request, unsupported_version)
+        headers["X-Request-ID"] = transport.request_id(request.headers)
         return status, body, headers
 
-    def _handle(self, op, request):
+    def _handle(self, op, request, unsupported_version):
+        retired = transport.retired_answer(op.path, self.settings.serve_retired)
+        if retired is not None:  # before any token check, plain text without a Content-Type
+            status, body, headers = retired
+            return status, body, {**headers, "Content-Type": None}
         try:
-            if op.gone:
+            if op.gone and op.path not in transport.RETIRED:
                 raise ApiError("gone")
             identity = self.auth.authenticate(request, op)
         except ApiError as error:
-            return self._error(op, error)  # no caller: neither counted nor journaled
+            return self._error(op, error, "auth")  # no caller: neither counted nor journaled
 
         case = near_miss = fault = None
+        stage = "auth"  # which Content-Type production gives the answer (transport.content_type)
         try:
             held = self.catalogue.authorize(identity, op.operation_id)
+            stage = "answer"
+            if unsupported_version:
+                raise ApiError("unsupported_version", detail=unsupported_version)
             op.validate(request.args, request.headers)
             fault = faults.from_request(request.headers) if self.settings.faults else None
             if fault and fault.kind == faults.API_RATE_LIMITED:
@@ -81,30 +90,35 @@ class Pipeline:
                 case, near_miss, near_header = self._match(op, identity, request.args)
                 status, body, headers = self._answer(op, case, held, near_header)
         except ApiError as error:
-            status, body, headers = self._error(op, error)
+            if isinstance(error, ParameterErrors) and {e["code"] for e in error.items} == {"00210"}:
+                stage = "recipient"
+            status, body, headers = self._error(op, error, stage)
+        if stage != "auth":  # production's cache headers, set once the token and scopes passed
+            headers.update(transport.cache_headers())
 
         entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
         call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
         try:
             decision = self.limiter.judge(call, *self.store.count(call))
         except StoreUnavailable:
-            return self._error(op, ApiError("store_unavailable"))
+            return self._error(op, ApiError("store_unavailable"), "auth")
         except ApiError as error:  # revoked, or over a limit: that is the answer
-            return self._error(op, error)
+            return self._error(op, error, "auth")
 
         if fault and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)
         if fault and fault.kind == faults.API_RATE_LIMITED:
-            status, body, headers = self._error(op, faults.api_rate_limited(decision))
+            status, body, headers = self._error(op, faults.api_rate_limited(decision), "auth")
         elif case is not None and case.latency_ms:
             time.sleep(min(case.latency_ms, faults.MAX_LATENCY_MS) / 1000)
         if decision and "RateLimit-Limit" not in headers:
             headers.update(decision.headers())
+        headers.setdefault("Content-Type", transport.content_type(op.v3, stage))
         return status, body, headers
 
-    def _error(self, op, error: ApiError) -> tuple[int, bytes, dict]:
+    def _error(self, op, error: ApiError, stage: str) -> tuple[int, bytes, dict]:
         status, payload = errors.render(error, op.v3)
-        return status, errors.dumps(payload), dict(error.headers)
+        return status, errors.dumps(payload), {**error.headers, "Content-Type": transport.content_type(op.v3, stage)}
 
     def _memos(self):
         current = self.population.current
@@ -184,39 +198,43 @@ class ApiApp:
 
     def __init__(self, operations, pipeline: Pipeline, cors):
         self.pipeline = pipeline
-        self.cors = cors  # request -> CORS headers of the answer (application.cors_headers)
+        self.cors = cors  # request -> CORS headers of the answer (flask-cors' computation)
         self.operations = list(operations)
+        self.by_path = {op.path: op for op in self.operations}
         self.url_map = Map([Rule(op.path.replace("{", "<").replace("}", ">"), endpoint=index, methods=[op.method])
                             for index, op in enumerate(self.operations)], strict_slashes=False)
 
     def route(self, environ):
-        """The operation of the request's path and method; None when the path is not the API's
-        (the Flask app answers it); MethodNotAllowed when the path is but the method is not."""
+        """(operation, unsupported-version detail or None) of the request's path and method;
+        None when the path is not the API's (the Flask app answers it); MethodNotAllowed when
+        the path is but the method is not."""
         try:
             index, _ = self.url_map.bind_to_environ(environ).match()
         except NotFound:
-            return None
-        return self.operations[index]
+            # another version of a known route: production checks the token and scopes first
+            return transport.resolve_version(environ.get("PATH_INFO", ""), self.by_path)
+        return self.operations[index], None
 
-    def __call__(self, environ, start_response, op=None):
+    def __call__(self, environ, start_response, routed=None):
         request = Request(environ)
         try:
-            op = op or self.route(environ)
-            status, body, headers = self.pipeline.handle(op, request)
+            op, unsupported = routed or self.route(environ)
+            status, body, headers = self.pipeline.handle(op, request, unsupported)
         except MethodNotAllowed as error:
-            status, body, headers = self._method_not_allowed(request, error)
+            if request.method == "OPTIONS":  # a CORS preflight: its headers are added below
+                status, body, headers = 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ()))}
+            else:  # production has no 405: an unknown method is an unknown route
+                status, body, headers = transport.unknown_route_answer()
         except Exception:  # a bug must still answer in the API's format, and be logged
             logger.exception("unexpected error on %s %s", request.method, request.path)
             status, payload = errors.render(ApiError("internal"), v3=not request.path.startswith("/api/"))
             body, headers = errors.dumps(payload), {}
-        response = Response(body, status, headers, content_type=JSON)
+        content_type = headers.pop("Content-Type", JSON)
+        response = Response(body, status, headers)
+        if content_type is None:
+            del response.headers["Content-Type"]
+        else:
+            response.headers["Content-Type"] = content_type
         response.headers.extend(self.cors(request))
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response(environ, start_response)
-
-    @staticmethod
-    def _method_not_allowed(request, error):
-        if request.method == "OPTIONS":  # a CORS preflight: its headers are added by the caller
-            return 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ()))}
-        status, payload = errors.render(ApiError("method_not_allowed"), v3=not request.path.startswith("/api/"))
-        return status, errors.dumps(payload), {"Allow": ", ".join(sorted(error.valid_methods or ()))}

@@ -15,7 +15,7 @@ from flask_cors import CORS
 from flask_cors.core import get_cors_headers, get_cors_options
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import errors
+from . import errors, transport
 from .api import ApiApp, Pipeline
 from .auth import Authenticator
 from .errors import ApiError
@@ -107,12 +107,12 @@ def create_app(settings: Settings | None = None, start: bool = True):
 def _dispatch(api: ApiApp, flask_app):
     def dispatch(environ, start_response):
         try:
-            op = api.route(environ)
+            routed = api.route(environ)
         except MethodNotAllowed:
-            return api(environ, start_response)  # an API path: the API answers 405 (or a CORS preflight)
-        if op is None:
+            return api(environ, start_response)  # an API path: the API answers (or a CORS preflight)
+        if routed is None:
             return flask_app(environ, start_response)
-        return api(environ, start_response, op)
+        return api(environ, start_response, routed)
     return dispatch
 
 
@@ -124,17 +124,21 @@ def _install_handlers(app):
 
     @app.errorhandler(Exception)
     def _error(error):
-        """Unknown routes and methods of the API's paths, and bugs, in the API's own format."""
-        api_path = request.path.startswith(("/api/", "/sandbox/")) or re.match(r"/v\d+/", request.path)
-        v3 = not request.path.startswith(("/api/", "/sandbox/"))
+        """Unknown routes: production's plain-text 404 on the API's paths (every method: it has no
+        405), the sandbox's JSON on its own; bugs in the API's own format."""
+        sandbox_path = request.path.startswith("/sandbox/")
+        api_path = request.path.startswith("/api/") or re.match(r"/v\d+/", request.path)
         if isinstance(error, HTTPException):
-            kind = {404: "route_not_found", 405: "method_not_allowed"}.get(error.code)
-            if kind is None or not api_path:
+            if error.code in (404, 405) and api_path:
+                status, body, headers = transport.unknown_route_answer()
+                return Response(body, status, headers)
+            if error.code not in (404, 405) or not sandbox_path:
                 return error
+            kind = "route_not_found" if error.code == 404 else "method_not_allowed"
         else:
             logger.exception("unexpected error on %s %s", request.method, request.path)
             kind = "internal"
-        status, payload = errors.render(ApiError(kind), v3=v3)
+        status, payload = errors.render(ApiError(kind), v3=not (sandbox_path or request.path.startswith("/api/")))
         headers = {}
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers["Allow"] = ", ".join(sorted(error.valid_methods))

@@ -221,6 +221,7 @@ def request_for(draw, op):
     return draw(st.permutations(query)), headers
 
 
+@pytest.mark.slow  # 50 generated requests per route, each also judged by openapi-core: a minute or more
 @pytest.mark.parametrize("op", operations(), ids=lambda op: f"{op.method} {op.path}")
 def test_compiled_checkers_agree_with_openapi_core(op):
     seen = {"accepted": 0, "refused": 0}

@@ -108,6 +108,7 @@ def test_export_writes_the_staging_layout_with_dates_resolved(tmp_path):
     assert f"({QF})" in (tmp_path / "out" / "README.md").read_text()
 
 
+@pytest.mark.slow  # exports, reloads and calls the whole bundled population: about 20 s
 def test_exported_cases_load_back_and_answer_the_same(tmp_path, make_app, monkeypatch):
     day = datetime.date(2031, 3, 15)
     monkeypatch.setattr(dates, "_FROZEN", day)

@@ -86,13 +86,16 @@ def test_payload_as_json_string_as_the_official_files_write_it(make_app, tmp_pat
 def test_prenoms_arrays_match_in_order(make_app, tmp_path):
     root = tmp_path / "fx"
     op = "api_particulier_v2_cnav_allocation_adulte_handicape"
-    write_case(root / op, "200.yaml", {"nomNaissance": "ESSAI", "prenoms": ["Anne", "Marie"], "sexe": "F"},
+    born = {"anneeDateDeNaissance": 1990, "moisDateDeNaissance": 4, "jourDateDeNaissance": 12,
+            "codeInseeLieuDeNaissance": "75115", "codePaysLieuDeNaissance": "99100"}
+    write_case(root / op, "200.yaml", {"nomNaissance": "ESSAI", "prenoms": ["Anne", "Marie"], "sexe": "F", **born},
                payload={"status": "beneficiaire", "dateDebut": "2024-01-01"})
     client = make_app(fixtures=(root,)).test_client()
-    ok = client.get("/api/v2/allocation-adulte-handicape?nomNaissance=essai&prenoms[]=ANNE&prenoms[]=marie&sexe=F",
+    query = "&".join(f"{k}={v}" for k, v in born.items())
+    ok = client.get(f"/api/v2/allocation-adulte-handicape?nomNaissance=essai&prenoms[]=ANNE&prenoms[]=marie&sexe=F&{query}",
                     headers=v2_headers(token_for()))
-    assert ok.status_code == 200
-    swapped = client.get("/api/v2/allocation-adulte-handicape?nomNaissance=essai&prenoms[]=marie&prenoms[]=anne&sexe=F",
+    assert ok.status_code == 200, ok.get_json()
+    swapped = client.get(f"/api/v2/allocation-adulte-handicape?nomNaissance=essai&prenoms[]=marie&prenoms[]=anne&sexe=F&{query}",
                          headers=v2_headers(token_for()))
     assert swapped.status_code == 404
 
@@ -186,109 +189,7 @@ def test_official_staging_folders_load_unchanged(make_app):
     assert "all_fc" in fixtures.france_connect
 
 
-# --- reading in a pool at start-up; the watcher's signature --------------------------------
-# Run in a fresh process: forking is only safe (and only done) from a single-threaded one,
-# and this test session may have left threads behind.
-_LOAD_BOTH_WAYS = """
-import pickle, sys
-from unittest import mock
-from sandbox import fixture_files, fixtures
-from sandbox.spec import load_specs
-
-def summary(loaded):
-    cases = {op: [(c.file, c.description, c.params, c.status, c.payload, c.latency_ms, c.key, c.problem)
-                  for c in cases] for op, cases in loaded.ordered.items()}
-    return {"cases": cases,
-            "index": {op: {key: case.id for key, case in index.items()} for op, index in loaded.cases.items()},
-            "fallback": {op: case.id for op, case in loaded.fallback.items()},
-            "identities": {op: [(canon, case.id) for canon, case in found] for op, found in loaded.identities.items()},
-            "france_connect": loaded.france_connect,
-            "problems": [(p.file, p.where, p.message, p.fatal) for p in loaded.problems]}
-
-dirs, specs = sys.argv[1].split(":"), sys.argv[2].split(":")
-operations = load_specs(specs).by_operation_id()
-with mock.patch.object(fixture_files, "_readers", lambda files: 1):
-    one_by_one = fixtures.load(dirs, operations)
-pooled = mock.patch.object(fixture_files, "_start_checks", wraps=fixture_files._start_checks)
-with mock.patch.object(fixture_files, "_readers", lambda files: 2), pooled as spy, \\
-        mock.patch.object(fixture_files.logger, "warning", side_effect=AssertionError("the pool failed")):
-    in_pool = fixtures.load(dirs, operations)
-assert spy.called
-# start-up's way: the parse started before the spec was loaded, the checks after it
-with mock.patch.object(fixture_files, "_readers", lambda files: 2), \\
-        mock.patch.object(fixture_files.logger, "warning", side_effect=AssertionError("the pool failed")):
-    reading = fixtures.Reading(dirs)
-    early_operations = load_specs(specs).by_operation_id()
-    reading.check(early_operations)
-    checking = reading.parsing._check_pool, reading.parsing._checks
-    early = fixtures.load(dirs, early_operations, reading)
-assert len(reading.parsing._chunks) > 2, "the files were parsed in the pool"
-assert checking[0] is not None and len(checking[1]) > 2, "the files were checked in the second pool"
-sys.stdout.buffer.write(pickle.dumps((summary(one_by_one), summary(in_pool), summary(early))))
-"""
-
-
-def test_reading_in_a_pool_and_parsing_before_the_spec_give_the_same_fixtures_as_one_by_one():
-    import pickle
-
-    from .conftest import REFERENCE
-    dirs = [ROOT / "fixtures"]
-    specs = [ROOT / "spec" / "open-api.yml"]
-    if (REFERENCE / "staging-payloads").is_dir():
-        dirs.append(REFERENCE / "staging-payloads")
-    result = subprocess.run([sys.executable, "-c", _LOAD_BOTH_WAYS, ":".join(map(str, dirs)),
-                             ":".join(map(str, specs))], capture_output=True, timeout=300)
-    assert result.returncode == 0, result.stderr.decode()
-    one_by_one, in_pool, early = pickle.loads(result.stdout)
-    assert sum(len(cases) for cases in one_by_one["cases"].values()) > 1000 and one_by_one["problems"]
-    for part in one_by_one:
-        assert in_pool[part] == one_by_one[part], part
-        assert early[part] == one_by_one[part], part
-
-
-def test_a_broken_pool_falls_back_to_reading_one_by_one(population, monkeypatch, caplog):
-    from sandbox import fixture_files, fixtures
-    from sandbox.spec import load_specs
-    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
-    expected = fixtures.load([population], operations)
-
-    def broken(*args):
-        raise OSError("no more processes")
-    monkeypatch.setattr(fixture_files, "_readers", lambda files: 2)
-    monkeypatch.setattr(fixture_files, "_fork_pool", broken)
-    loaded = fixtures.load([population], operations)
-    assert "no more processes" in caplog.text
-    assert [(c.id, c.payload) for c in loaded.ordered[V2_OP]] == [(c.id, c.payload) for c in expected.ordered[V2_OP]]
-
-
-def test_a_broken_early_parse_falls_back_to_reading_one_by_one(population, monkeypatch, caplog):
-    from sandbox import fixture_files, fixtures
-    from sandbox.spec import load_specs
-    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
-    expected = fixtures.load([population], operations)
-
-    class BrokenPool:
-        def __init__(self, *args, **kwargs):
-            raise OSError("no more processes")
-    monkeypatch.setattr(fixture_files, "_readers", lambda files: 2)
-    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", BrokenPool)
-    loaded = fixtures.load([population], operations, fixtures.Reading([population]))
-    assert "no more processes" in caplog.text
-    assert [(c.id, c.payload) for c in loaded.ordered[V2_OP]] == [(c.id, c.payload) for c in expected.ordered[V2_OP]]
-
-
-def test_only_a_start_up_with_many_files_and_one_thread_reads_in_a_pool(monkeypatch):
-    import threading
-
-    from sandbox import fixture_files
-    monkeypatch.setattr(threading, "active_count", lambda: 1)
-    assert fixture_files._readers(10) == 1
-    monkeypatch.setattr(fixture_files.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert fixture_files._readers(2000) == 2
-    monkeypatch.setattr(threading, "active_count", lambda: 2)  # a hot reload, in the watcher thread
-    assert fixture_files._readers(2000) == 1
-
-
+# --- the watcher's signature, and the watcher ------------------------------------------------
 def _edits(population):
     """Every kind of change the watcher must notice, in order: (what, how)."""
     import os
@@ -319,40 +220,11 @@ def test_the_signature_changes_on_any_edit(population):
     assert signature([population]) == before
 
 
-def test_inotify_tells_the_watcher_when_to_look(population):
-    from sandbox.fixture_watch import Changes
-    changes = Changes([population])
-    if changes.polling:
-        import os
-        if sys.platform == "linux" and os.environ.get("SANDBOX_REQUIRE_ALL"):
-            pytest.fail("no inotify for a Linux temporary folder (SANDBOX_REQUIRE_ALL is set: CI must have it)")
-        pytest.skip("no inotify here (not Linux, or not a local filesystem)")
-    assert changes.may_have_changed() is False  # a quiet second: one read(2), no scan
-    for what, edit in _edits(population):
-        edit()
-        assert changes.may_have_changed(), what
-        assert not changes.may_have_changed(), what
-    (population / "api_particulier_v2_x").mkdir()  # a folder created, then filled, before the next look
-    assert changes.may_have_changed()
-    write_case(population / "api_particulier_v2_x", "200.yaml", {"identifiant": "x"})
-    assert changes.may_have_changed()
-
-
-def test_folders_inotify_could_miss_changes_in_are_polled(population, monkeypatch):
-    from sandbox import fixture_watch
-    monkeypatch.setattr(fixture_watch, "LOCAL_FILESYSTEMS", frozenset())  # as on NFS, SMB, a VM's shared folder
-    changes = fixture_watch.Changes([population])
-    assert changes.polling and changes.may_have_changed() and changes.may_have_changed()
-
-
-@pytest.mark.parametrize("local", [True, False], ids=["inotify", "polling"])
-def test_the_watcher_reloads_on_any_edit(population, monkeypatch, local):
+def test_the_watcher_reloads_on_any_edit(population):
     import logging
 
-    from sandbox import fixture_watch, fixtures
+    from sandbox import fixtures
     from sandbox.spec import load_specs
-    if not local:
-        monkeypatch.setattr(fixture_watch, "LOCAL_FILESYSTEMS", frozenset())
     operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
     served = fixtures.Population([population], operations, 0.05, logging.getLogger("test"))
     served.start_watching()

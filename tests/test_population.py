@@ -52,6 +52,7 @@ def test_every_operation_has_four_answered_cases_and_its_errors(app):
             assert 409 in statuses, (operation_id, "homonyms")
 
 
+@pytest.mark.slow  # every bundled case through the app, each checked by openapi-core: about a minute
 def test_every_bundled_case_answers_through_http(make_app):
     """Every case of every folder, called with its own params (FranceConnect routes with a token
     of the case's identity): the case answers, with its status and its payload. A case whose

@@ -97,27 +97,30 @@ def test_v3_recipient_valid_siret_passes(api):
     assert response.status_code == 404  # validation passed: the fixture lookup answered
 
 
-def test_unknown_route_is_404_in_the_routes_format(api):
-    response = api.v2("/api/v2/nothing-here")
-    assert response.status_code == 404 and response.get_json()["error"] == "not_found"
-    response = api.v3("/v3/nothing/here/identite")
-    assert response.status_code == 404 and "errors" in response.get_json()
+NOT_FOUND_TEXT = "Cette URL n'existe pas sur Api particulier, veuillez vérifier votre URL."
 
 
-def test_wrong_method_is_405_with_allow(client):
-    response = client.post("/api/v2/composition-familiale", headers=v2_headers(token_for()))
-    assert response.status_code == 405
-    assert "GET" in response.headers["Allow"]
-    assert response.get_json()["error"] == "method_not_allowed"
-    response = client.delete(V3_FT)
-    assert response.status_code == 405 and "GET" in response.headers["Allow"]
-    assert "errors" in response.get_json()
+def test_unknown_route_is_production_s_plain_text_404(api):
+    """siade/app/controllers/errors_controller.rb: the catch-all route, before any token check."""
+    for response in (api.v2("/api/v2/nothing-here"), api.v3("/v3/nothing/here/identite")):
+        assert response.status_code == 404
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.get_data(as_text=True) == NOT_FOUND_TEXT
+
+
+def test_a_wrong_method_is_an_unknown_route_as_in_production(client):
+    """Production routes GET only; any other method falls to the catch-all 404 (no 405)."""
+    for response in (client.post("/api/v2/situations-pole-emploi", headers=v2_headers(token_for())),
+                     client.delete(V3_FT)):
+        assert response.status_code == 404
+        assert response.get_data(as_text=True) == NOT_FOUND_TEXT
 
 
 def test_removed_dgfip_route_answers_410(api):
+    """siade/config/routes/api_particulier.rb (svair_gone): plain text, before any token check."""
     response = api.v2("/api/v2/avis-imposition", {"numeroFiscal": "1234567890123", "referenceAvis": "1234567890123"})
     assert response.status_code == 410
-    assert response.get_json()["error"] == "gone"
+    assert "8 janvier 2024" in response.get_data(as_text=True)
 
 
 def test_upstream_spec_quirk_either_scheme_is_enough(make_app):

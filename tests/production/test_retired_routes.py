@@ -14,9 +14,6 @@ from ..conftest import token_for
 QF_V1 = ("L'API Quotient Familial v1 n'est plus disponible depuis le 31/10/2025. Veuillez utiliser l'API v2 : "
          "https://particulier.api.gouv.fr/catalogue/cnav/quotient_familial")
 SVAIR = "Cette URL n'existe plus sur API Particulier depuis le 8 janvier 2024. Veuillez mettre à jour votre application."
-# The answer of a retired route that a loaded spec declares needs the lead's call of
-# transport.retired_answer in the pipeline (sandbox/api.py); until then it is the sandbox's JSON 410.
-AWAITS_PIPELINE = pytest.mark.xfail(strict=True, reason="awaits transport.retired_answer in sandbox/api.py")
 
 
 @pytest.mark.parametrize("path,text", [("/api/caf/famille", QF_V1), ("/api/impots/svair", SVAIR)])
@@ -53,14 +50,12 @@ def test_composition_familiale_is_gone_by_default(client):
     assert response.status_code == 410
 
 
-@AWAITS_PIPELINE
 def test_composition_familiale_answers_productions_text(client):
     """config/routes/api_particulier.rb: production's own text, before any token check."""
     response = client.get("/api/v2/composition-familiale")
     assert response.status_code == 410 and response.get_data(as_text=True) == QF_V1
 
 
-@AWAITS_PIPELINE
 def test_serve_retired_serves_the_caf_v1_route(make_app):
     """With the setting on, the bundled CAF v1 personas answer as before."""
     client = make_app(serve_retired=True).test_client()

@@ -1,8 +1,6 @@
 """Texts, headers and transport as production sends them (sandbox/transport.py, sandbox/errors.py).
 
 Each test names the production file it mirrors (path under siade/ of datagouv/apistration).
-Tests marked AWAITS_PIPELINE need the lead's calls of these functions in sandbox/api.py and
-sandbox/application.py (strict xfail: they fail loudly once wired, to drop the marker).
 """
 from __future__ import annotations
 
@@ -16,7 +14,6 @@ from sandbox import transport
 from ..conftest import RECIPIENT, token_for
 
 V3 = f"/v3/france_travail/statut/identifiant?identifiant=default&recipient={RECIPIENT}"
-AWAITS_PIPELINE = pytest.mark.xfail(strict=True, reason="awaits the lead's call in sandbox/api.py / application.py")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -88,14 +85,12 @@ def test_v3_source_only_where_production_sets_it(client):
     assert unauthorized["source"] == {"parameter": "token"}
 
 
-@AWAITS_PIPELINE
 def test_client_request_id_is_echoed(client):
     """ActionDispatch::RequestId: the answer's X-Request-Id is the client's."""
     response = client.get(V3, headers={"Authorization": f"Bearer {token_for()}", "X-Request-Id": "trace-42"})
     assert response.headers["X-Request-Id"] == "trace-42"
 
 
-@AWAITS_PIPELINE
 def test_v3_answers_carry_cache_headers_and_json_api_type(client):
     """concerns/cacheable.rb and v3_and_more/base_controller.rb."""
     response = client.get(V3, headers={"Authorization": f"Bearer {token_for()}"})
@@ -103,14 +98,12 @@ def test_v3_answers_carry_cache_headers_and_json_api_type(client):
     assert response.headers["Content-Type"].startswith("application/vnd.api+json")
 
 
-@AWAITS_PIPELINE
 def test_unknown_route_is_plain_text_404(client):
     """app/controllers/errors_controller.rb (also for a wrong method: no 405 in production)."""
     response = client.get("/api/v2/nothing-here")
     assert response.status_code == 404 and response.headers["Content-Type"].startswith("text/plain")
 
 
-@AWAITS_PIPELINE
 def test_unsupported_version_is_00402(client):
     """concerns/version_aware.rb: after the token and scope checks, 404 00402."""
     response = client.get(f"/v4/mesri/statut_etudiant/ine?ine=1234567890A&recipient={RECIPIENT}",
