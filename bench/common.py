@@ -31,7 +31,7 @@ BENCH_IP_RATE = "100000000/minute"
 MIX = [
     ("/api/v2/situations-pole-emploi?identifiant=default", "v2", 200),
     ("/api/v2/etudiants?ine=1234567890A", "v2", 200),
-    ("/api/v2/composition-familiale?numeroAllocataire=0000354&codePostal=99148", "v2", 200),
+    ("/api/v2/etudiants-boursiers?ine=1234567890A", "v2", 200),
     ("/api/v2/etudiants?ine=0000000000Z", "v2", 404),
     (f"/v3/mesri/statut_etudiant/ine?ine=1234567890A&recipient={RECIPIENT}", "v3", 200),
     (f"/v3/france_travail/statut/identifiant?identifiant=default&recipient={RECIPIENT}", "v3", 200),

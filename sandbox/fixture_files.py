@@ -7,8 +7,11 @@ them all: the check is most of a full read and need not delay the first answer.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +94,63 @@ def read_case_file(path: Path):
         return None, [Problem(path, "$.params", "must be a mapping of parameter -> value")]
     data["payload"] = payload
     return data, []
+
+
+def read_case_files(paths: list) -> dict:
+    """{path: read_case_file(path)} for every path, parsed files kept between starts.
+
+    Parsing the YAML of a thousand case files is most of a start-up, and between two starts
+    almost none of them changed: the parsed files are kept in a cache file (pickle: the YAML
+    has dates, which JSON and marshal cannot hold) keyed by each file's path, size, mtime and
+    ctime, so a file edited in any way is parsed again. The cache is an optimisation only: a
+    missing, stale or unreadable one means the files are parsed, never that one is skipped.
+    """
+    cache_file = _cache_file(paths)
+    cached = _read_cache(cache_file)
+    kept, out, parsed = {}, {}, False
+    for path in paths:
+        try:
+            st = path.stat()
+            key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            key = None
+        found = cached.get(key) if key else None
+        if found is None:
+            found, parsed = read_case_file(path), True
+        out[path] = found
+        if key:
+            kept[key] = found
+    if parsed and cache_file is not None:
+        _write_cache(cache_file, kept)
+    return out
+
+
+def _cache_file(paths: list) -> Path | None:
+    if not paths:
+        return None
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folders = sorted(str(root.resolve()) for root in {p.parent.parent for p in paths})  # the fixture roots
+    tag = hashlib.sha256("\n".join(folders).encode()).hexdigest()[:16]
+    return Path(home) / "particulier-sandbox" / f"case-files-{tag}.pickle"
+
+
+def _read_cache(cache_file) -> dict:
+    try:
+        with open(cache_file, "rb") as f:
+            cached = pickle.load(f)  # our own file, in the user's cache folder
+        return cached if isinstance(cached, dict) else {}
+    except Exception:  # missing, truncated, from another version: parse the files instead
+        return {}
+
+
+def _write_cache(cache_file: Path, kept: dict):
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_file.parent, delete=False) as f:
+            pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(f.name, cache_file)  # whole or not at all, whoever reads it meanwhile
+    except OSError:
+        pass  # a read-only home: every start parses the files, nothing else changes
 
 
 def _json_path(error) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
 from . import dates
-from .fixture_files import CASE_SUFFIXES, Problem, SchemaChecker, is_case_name, read_case_file, signature  # noqa: F401
+from .fixture_files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name, read_case_file,  # noqa: F401
+                            read_case_files, signature)
 
 IGNORED_PARAMS = frozenset({"recipient", "token"})
 FRANCE_CONNECT = "france_connect"
@@ -171,17 +172,26 @@ class FixtureSet:
     identities: dict = field(default_factory=dict)     # operation id -> [(canonical identity, Case)]
     problems: list = field(default_factory=list)       # problems of files and folders (schema: check())
     signature: list = field(default_factory=list)  # fixture_files.signature when loaded
+    operations: dict = field(default_factory=dict, repr=False)  # operation id -> spec Operation, as loaded
 
     @property
     def fatal(self) -> list:
         return [p for p in self.problems if p.fatal]
 
     def check(self) -> list:
-        """Every problem, each case's payload checked against its schema now."""
+        """Every problem, each case's payload checked against its schema now, and each served
+        case's params against production's validation (a case they refuse is never served)."""
+        from .reachability import refusal  # it reads this module's matcher
         out = list(self.problems)
-        for cases in self.ordered.values():
+        for operation_id, cases in self.ordered.items():
+            op, index = self.operations.get(operation_id), self.cases.get(operation_id, {})
             for case in cases:
                 out += [Problem(case.file, where, message, fatal=False) for where, message in case.schema_problems]
+                # a case shadowed by another of the same params is already said to be never served
+                refused = refusal(self, op, case) if op is not None and index.get(case.key) is case else None
+                if refused:
+                    out.append(Problem(case.file, "$.params", f"production refuses these params: {refused}; "
+                                       "the case is never served", fatal=False))
         return out
 
     def match(self, operation_id, args, key: frozenset | None = None):
@@ -226,17 +236,20 @@ class FixtureSet:
 def load(dirs, operations: dict) -> FixtureSet:
     """Read every fixture folder. `operations`: x-operationId -> spec Operation."""
     dirs = [Path(d) for d in dirs]
-    fixtures = FixtureSet(signature=signature(dirs))  # first: an edit made while we read is seen next time
+    # the signature first: an edit made while we read is seen next time
+    fixtures = FixtureSet(signature=signature(dirs), operations=operations)
     checker = SchemaChecker(operations)
-    for folder, files in _listing(dirs):
+    listing = _listing(dirs)
+    reads = read_case_files([path for _, files in listing if isinstance(files, list) for path in files])
+    for folder, files in listing:
         if files is None:
             fixtures.problems.append(Problem(folder, "$", "fixture folder not found"))
         elif isinstance(files, OSError):
             fixtures.problems.append(Problem(folder, "$", f"cannot be read: {files.strerror}"))
         elif folder.name == FRANCE_CONNECT:
-            _load_france_connect(files, fixtures)
+            _load_france_connect(files, fixtures, reads)
         elif folder.name in operations:
-            _load_operation(folder.name, files, operations[folder.name], fixtures, checker)
+            _load_operation(folder.name, files, operations[folder.name], fixtures, checker, reads)
         elif files:
             fixtures.problems.append(Problem(folder, "$", "no loaded spec has an operation with this "
                                              "x-operationId; the folder's cases cannot be served"))
@@ -270,9 +283,9 @@ def _is_file(folder: Path, entry) -> bool:
     return (folder / entry.name).is_file() if entry.is_symlink() else entry.is_file()
 
 
-def _load_france_connect(files, fixtures):
+def _load_france_connect(files, fixtures, reads):
     for path in files:
-        data, problems = read_case_file(path)
+        data, problems = reads[path]
         fixtures.problems.extend(problems)
         if data is None:
             continue
@@ -285,12 +298,12 @@ def _load_france_connect(files, fixtures):
         fixtures.france_connect[str(token)] = payload.get("token_introspection", payload)
 
 
-def _load_operation(operation_id, files, op, fixtures, checker):
+def _load_operation(operation_id, files, op, fixtures, checker, reads):
     index = fixtures.cases.setdefault(operation_id, {})
     ordered = fixtures.ordered.setdefault(operation_id, [])
     identities = fixtures.identities.setdefault(operation_id, [])
     for path in files:
-        data, problems = read_case_file(path)
+        data, problems = reads[path]
         fixtures.problems.extend(problems)
         if data is None:
             continue

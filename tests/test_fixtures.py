@@ -239,3 +239,29 @@ def test_the_watcher_reloads_on_any_edit(population):
             assert served.current is not before, what
     finally:
         served.stop_watching()
+
+
+def test_parsed_case_files_kept_between_starts_never_hide_an_edit(population, monkeypatch, tmp_path):
+    """Start-ups reuse the parsed files of the previous one (a cache in the user's cache folder),
+    but an edit of any kind, or a broken cache, still gives what the files say."""
+    import os
+
+    from sandbox import fixtures
+    from sandbox.spec import load_specs
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
+
+    def served_name():
+        loaded = fixtures.load([population], operations)
+        return next(c.payload["nom"] for c in loaded.ordered[V2_OP] if c.file.name == "200_paul.yaml")
+
+    assert served_name() == "ESSAI"
+    cached = list((tmp_path / "cache" / "particulier-sandbox").glob("case-files-*.pickle"))
+    assert len(cached) == 1
+    case = population / V2_OP / "200_paul.yaml"
+    stat = case.stat()
+    case.write_text(case.read_text().replace("ESSAI", "ESSAY"))  # same size
+    os.utime(case, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old mtime: ctime still moves
+    assert served_name() == "ESSAY"
+    cached[0].write_bytes(b"not a pickle")
+    assert served_name() == "ESSAY"

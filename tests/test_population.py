@@ -57,8 +57,9 @@ def test_every_bundled_case_answers_through_http(make_app):
     """Every case of every folder, called with its own params (FranceConnect routes with a token
     of the case's identity): the case answers, with its status and its payload. A case whose
     params the spec refuses (a folder's illustrative 404.yaml) gets the validation error:
-    validation always runs first, as in production."""
-    app = make_app(rate_limit="off", ip_rate_limit="off")
+    validation always runs first, as in production. The retired CAF v1 route's cases are served
+    with SANDBOX_SERVE_RETIRED, as teams still migrating run it."""
+    app = make_app(rate_limit="off", ip_rate_limit="off", serve_retired=True, provider_limits=False)
     client = app.test_client()
     oracle = Oracle()
     sandbox = app.extensions["sandbox"]
@@ -91,11 +92,21 @@ def test_every_bundled_case_answers_through_http(make_app):
             if response.status_code != expected or (
                     expected == case.status and response.headers.get("X-Sandbox-Case") != case.id):
                 failures.append((case.id, expected, response.status_code, response.get_data(as_text=True)[:120]))
-            elif expected == case.status and response.get_json() != case.payload_on(dates.today()) and not _partial_consent(
+            elif expected == case.status and response.get_json() != _answered(sandbox, case) and not _partial_consent(
                     sandbox, operation_id, headers, identities):
                 failures.append((case.id, "payload"))
     assert checked > 1000
     assert not failures, "\n".join(map(str, failures[:30]))
+
+
+def _answered(sandbox, case):
+    """The case's payload as production's serializers send it to a token holding every scope
+    (a field no scope reveals, like the QF v2 `regime`, is never sent)."""
+    payload = case.payload_on(dates.today())
+    scopes = sandbox.catalogue.get(case.operation_id)
+    if case.status != 200 or scopes is None:
+        return payload
+    return scopes.mask(payload, frozenset(sandbox.catalogue.all_scopes()))
 
 
 def _partial_consent(sandbox, operation_id, headers, identities):
@@ -148,6 +159,8 @@ def production_status(path, staging_status):
     """The official staging answers its error keys with hand-written statuses; production gives a
     provider's internal error or unavailability 502 on v3 and 503 on v2
     (siade/app/controllers/concerns/organizers_methods_helpers.rb, v2/base_controller.rb)."""
+    if path == "/api/v2/composition-familiale":  # retired (siade/config/routes/api_particulier.rb)
+        return 410
     if staging_status in (500, 503):
         return 502 if path.startswith("/v") else 503
     return staging_status

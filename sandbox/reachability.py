@@ -1,0 +1,80 @@
+"""Whether a fixture case can be served: production's validation runs before any matching, so a
+case whose params it refuses is never answered (FixtureSet.check says so, as `fixtures check`).
+
+The call judged is the one a client makes with the case's params (request_query); the sandbox
+validates it exactly as it validates a request (Operation.validate, validation_rules.py).
+"""
+from __future__ import annotations
+
+from werkzeug.datastructures import MultiDict
+
+from .errors import ApiError, render
+from .fixtures import IDENTITY_PARAMS, IGNORED_PARAMS, canonical_identity
+
+# The recipient a judged call carries: the matcher ignores it, production's v3 requires a valid
+# SIRET (DINUM's here), and every client sends its own.
+RECIPIENT = "13002526500013"
+# A FranceConnect call: production reads a Bearer on a FranceConnect-capable v2 route as one
+# (validation_rules.check then runs the route's france_connect steps).
+FRANCE_CONNECT_HEADERS = {"Authorization": "Bearer france-connect"}
+PERSON = frozenset({"nom", "prenoms", "annee", "mois", "jour"})
+
+
+def request_query(op, params: dict, recipient: str | None = RECIPIENT) -> list:
+    """A case's params as a client sends them: [(name, value)], each name as the spec spells it
+    (`prenoms[]`), a list as repeated values, booleans as true/false; v3 adds `recipient`."""
+    query = []
+    for name, value in params.items():
+        if name.removesuffix("[]") in IGNORED_PARAMS:
+            continue
+        spec_name = next((p.name for p in op.params if p.key == name.removesuffix("[]")), name)
+        query += [(spec_name, str(v).lower() if isinstance(v, bool) else str(v))
+                  for v in (value if isinstance(value, list) else [value])]
+    if op.v3 and recipient:
+        query.append(("recipient", recipient))
+    return query
+
+
+def refused(op, query: list, headers: dict) -> str | None:
+    """The detail of the first error production's validation answers the call, or None."""
+    try:
+        op.validate(MultiDict(query), headers)
+    except ApiError as error:
+        _, body = render(error, op.v3)
+        return body["errors"][0]["detail"] if op.v3 else body.get("reason") or body.get("message")
+    return None
+
+
+def refusal(fixtures, op, case) -> str | None:
+    """Why production refuses every call that would select the case (its first error), or None:
+    some call reaches it.
+
+    A 400/422 case documents the refusal: that is its answer. A case of a FranceConnect-only route
+    is selected by a token's identity, which no query check sees: it is not judged here. On a v2
+    route that also takes FranceConnect (CNAV, MESRI, Cnous), see reached_through_france_connect."""
+    if case.status in (400, 422) or op.france_connect_only:
+        return None
+    why = refused(op, request_query(op, case.params), {})
+    if why is None or reached_through_france_connect(fixtures, op, case):
+        return None
+    return why
+
+
+def reached_through_france_connect(fixtures, op, case) -> bool:
+    """Whether a FranceConnect call of the case's own person reaches it, on a route that takes an
+    API key or a FranceConnect token.
+
+    The sandbox's FranceConnect provider offers a citizen for every case of such a route that
+    names a person born on a known day (franceconnect/personas.py), so the case's civil status
+    stands for the token's identity, and the call carries the case's other params (the matcher
+    compares them exactly); production then checks only those and the recipient. Not reached this
+    way: a case that names nobody (an INE key), one the matcher gives to an earlier case of the
+    same person, one whose other params the FranceConnect checks refuse. The API-key refusal
+    then stands: such a case is never served."""
+    if not op.france_connect or not PERSON <= canonical_identity(case.params).keys():
+        return False
+    others = [(k, v) for k, v in request_query(op, case.params, recipient=None)
+              if k.removesuffix("[]") not in IDENTITY_PARAMS]
+    if fixtures.match_france_connect(op.operation_id, case.params, MultiDict(others)) is not case:
+        return False
+    return refused(op, others + [("recipient", RECIPIENT)], FRANCE_CONNECT_HEADERS) is None
