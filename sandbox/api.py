@@ -17,13 +17,15 @@ This app is werkzeug's Request/Response and nothing else: the sandbox's own page
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request, Response
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
 
 from . import dates, errors, faults, transport
 from .errors import ApiError, ParameterErrors
@@ -193,6 +195,11 @@ def _person(identity, args) -> str:
     return repr(sorted(request_key(args)))
 
 
+@functools.lru_cache(maxsize=None)
+def _status_line(status: int) -> str:
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
+
+
 class ApiApp:
     """The router and the WSGI side: a request of an API route -> the pipeline -> a Response."""
 
@@ -229,12 +236,14 @@ class ApiApp:
             logger.exception("unexpected error on %s %s", request.method, request.path)
             status, payload = errors.render(ApiError("internal"), v3=not request.path.startswith("/api/"))
             body, headers = errors.dumps(payload), {}
+        # the answer goes out as WSGI itself: a werkzeug Response would add nothing here
         content_type = headers.pop("Content-Type", JSON)
-        response = Response(body, status, headers)
-        if content_type is None:
-            del response.headers["Content-Type"]
-        else:
-            response.headers["Content-Type"] = content_type
-        response.headers.extend(self.cors(request))
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response(environ, start_response)
+        out = [(name, value) for name, value in headers.items()]
+        if content_type is not None:
+            out.append(("Content-Type", content_type))
+        out.append(("Content-Length", str(len(body))))
+        out.append(("X-Content-Type-Options", "nosniff"))
+        if "HTTP_ORIGIN" in environ:  # a browser's call: CORS as the policy says
+            out.extend(self.cors(request))
+        start_response(_status_line(status), out)
+        return [] if request.method == "HEAD" else [body]

@@ -155,7 +155,8 @@ def cnav_prenoms(p, errors, ctx):  # interactors/cnav/validate_prenoms.rb: optio
 
 
 def request_id(p, errors, ctx):  # interactors/cnav/validate_request_id.rb (ValidateUuid)
-    value = ctx.get("request_id")
+    from .transport import request_id as make_request_id  # production's request.request_id
+    value = make_request_id(ctx["headers"])
     if blank(value) or not re.fullmatch(r"[\da-f]{8}-(?:[\da-f]{4}-){3}[\da-f]{12}", value, A | re.I):
         errors.append("request_id")
 

@@ -18,6 +18,7 @@ Semantics carried over:
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -138,6 +139,7 @@ ROUTES = [
 V2_INE_ROUTES = ("api_particulier_v2_mesri_student_status", "api_particulier_v2_cnous_student_scholarship")
 
 
+@functools.lru_cache(maxsize=None)  # asked on every call, the same few dozen answers
 def route_rules(operation_id: str):
     """(read, steps, france_connect_steps) for a route production's code governs, else None."""
     for entry in ROUTES:
@@ -148,6 +150,7 @@ def route_rules(operation_id: str):
 
 # --- recipient: siade/app/controllers/api_particulier/v2/base_controller.rb,
 # concerns/recipient_management.rb, concerns/api_particulier/france_connectable.rb ---------------
+@functools.lru_cache(maxsize=4096)  # a client sends its own SIRET on every call
 def is_siret(value) -> bool:
     """app/validators/siret_format_validator.rb: 14 digits with a valid Luhn key; any SIRET of
     La Poste (356000000 + 5 digits) is accepted whatever its key."""
@@ -182,8 +185,7 @@ def check(operation_id: str, v3: bool, args, headers, france_connect: bool = Fal
         steps = fc_steps
     elif operation_id in V2_INE_ROUTES and not blank(query.get("ine")):
         read, steps = _plain(ine="ine"), [[ine]]
-    from .transport import request_id as make_request_id  # production's request.request_id
-    ctx = {"request_id": make_request_id(headers)}
+    ctx = {"headers": headers}  # production's request.request_id comes from them (rule request_id)
     params = read(query)
     for group in steps:
         errors: list = []
