@@ -50,7 +50,7 @@ API_ERRORS = {
     "payload_too_large": (413, "bad_request", 413, "00413", "Requête trop volumineuse",
                           "Le corps de la requête dépasse 64 Kio."),
     "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",
-                          "Le stockage partagé du bac à sable (fichier SQLite ou Redis) est injoignable ; "
+                          "Le stockage partagé du bac à sable (LMDB ou Redis) est injoignable ; "
                           "réessayez dans un instant."),
     "internal": (500, "error", 500, "00500", "Erreur interne",
                  "Une erreur interne a été détectée dans le bac à sable."),

@@ -1,7 +1,7 @@
 """The request journal: `GET /sandbox/requests` (filters `path`, `since`) and `DELETE`.
 
 Per token, newest first, bounded (`journal_size`, 1,000 by default: the oldest are dropped),
-in the embedded SQLite store and in Redis; a token never sees another's calls; the `token`
+in the embedded LMDB store and in Redis; a token never sees another's calls; the `token`
 query parameter is never written down.
 """
 from __future__ import annotations

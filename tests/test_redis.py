@@ -147,4 +147,4 @@ def test_revocations_and_journal_live_in_redis_across_restarts(start_server, red
     refused = requests.get(again.url + V3_PATH, headers={"Authorization": f"Bearer {revoked}"}, timeout=10)
     assert refused.status_code == 401
     assert refused.json()["errors"][0]["code"] == "00105"
-    assert not (tmp_path / "other-host" / "store.sqlite3").exists()  # nothing was kept on disk
+    assert not (tmp_path / "other-host" / "store").exists()  # nothing was kept on disk
