@@ -92,6 +92,8 @@ class Pipeline:
                 case, near_miss, near_header = self._match(op, identity, request.args)
                 status, body, headers = self._answer(op, case, held, near_header)
         except ApiError as error:
+            if error.kind == "store_unavailable":  # the store just failed: do not wait on it again
+                return self._error(op, error, "auth")
             if isinstance(error, ParameterErrors) and {e["code"] for e in error.items} == {"00210"}:
                 stage = "recipient"
             status, body, headers = self._error(op, error, stage)
