@@ -6,7 +6,9 @@ key is computed once per case at load, so a request costs one dict lookup.
 
 A case's payload is checked against its operation's schema when it is first served (the
 answer then carries X-Sandbox-Fixture-Invalid) or when every case is checked at once
-(FixtureSet.check: `fixtures check`, `serve --strict`, a hot reload, an Airtable pull).
+(FixtureSet.check: `fixtures check`, `serve --strict`, a hot reload, an Airtable pull); that
+check also names the cases production's parameter validation keeps from ever being served
+(reachability.py).
 """
 from __future__ import annotations
 

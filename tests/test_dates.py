@@ -163,11 +163,21 @@ def test_fixtures_check_checks_the_resolved_payload_against_the_schema(tmp_path)
     assert "is not of type 'integer'" in result.output
 
 
+# Params are absolute (they are the match key), and two of production's rules judge them against
+# today: the DSNJ's 16-25 age range and the quotient familial's `annee` (N, N-1 or N-2). Such cases
+# age out years from now, and `fixtures check` then says they are never served; nothing else may.
+AGES_OUT = ("api_particulier_v3_dsnj_service_national_with_civility/", "api_particulier_v2_cnav_quotient_familial_v2/",
+            "api_particulier_v3_cnav_quotient_familial_with_civility/")
+
+
 def test_the_bundled_population_checks_clean_on_days_years_apart(monkeypatch):
     for day in (D(2029, 2, 28), D(2031, 3, 15), D(2032, 2, 29), D(2035, 9, 1)):
         monkeypatch.setattr(dates, "_FROZEN", day)
         result = CliRunner().invoke(main, ["fixtures", "check"])
-        assert result.exit_code == 0, (day, result.output[-2000:])
+        problems = [line for line in result.output.splitlines() if ": $" in line]
+        unexpected = [line for line in problems if not (any(folder in line for folder in AGES_OUT)
+                                                        and "$.params: production refuses these params" in line)]
+        assert not unexpected, (day, unexpected[:10])
 
 
 # --- the population, years from now --------------------------------------------------------

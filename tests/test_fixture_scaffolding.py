@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -115,7 +116,11 @@ def test_exported_cases_load_back_and_answer_the_same(tmp_path, make_app, monkey
     out = tmp_path / "out"
     result = run("export", str(out), *[a for op in EXPORTED for a in ("--operation", op)])
     assert result.exit_code == 0, result.stderr
-    assert run("check", "--fixtures", str(out)).exit_code == 0
+    # the export adds no problem; on this day production already refuses the bundled cases whose
+    # params carry an absolute year it no longer takes (a QF `annee` more than two years back)
+    bundled = {p for p in _problems(run("check")) if p[0].split("/")[0] in EXPORTED}
+    assert _problems(run("check", "--fixtures", str(out))) == bundled
+    assert all("production refuses these params" in message for _, message in bundled)
     original = make_app(rate_limit="off", ip_rate_limit="off").test_client()
     exported = make_app(fixtures=[out], data_dir=tmp_path / "data2", rate_limit="off",
                         ip_rate_limit="off").test_client()
@@ -129,6 +134,16 @@ def test_exported_cases_load_back_and_answer_the_same(tmp_path, make_app, monkey
             assert theirs.headers.get("X-Sandbox-Case") == mine.headers.get("X-Sandbox-Case")
             compared += theirs.headers.get("X-Sandbox-Case") == case.id  # not the cases the spec refuses (400, 422)
     assert compared > 60
+
+
+def _problems(result) -> set:
+    """`fixtures check`'s problems as {(operation folder/case file, what)}, wherever the files are."""
+    found = set()
+    for line in result.output.splitlines():
+        path, sep, what = line.partition(": $")
+        if sep:
+            found.add(("/".join(Path(path).parts[-2:]), "$" + what))
+    return found
 
 
 def test_export_refuses_an_unknown_operation(tmp_path):

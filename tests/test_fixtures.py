@@ -124,6 +124,37 @@ def test_bad_fixtures_are_each_named(tmp_path):
     assert "$.status" in line_for("nostatus.yaml")
 
 
+def test_check_names_a_case_production_refuses_to_reach(make_app, tmp_path):
+    """Production validates the params before any case is looked up: a case they fail is never
+    served, and `fixtures check` says so. A 400/422 case documents that refusal; a v2 case of a
+    FranceConnect identity is reached with a token of that person, so neither is reported."""
+    sdh, mesri = "api_particulier_v3_sdh_statut_sportif_with_identifiant", "api_particulier_v2_mesri_student_status"
+
+    def bundled(folder, name):
+        return yaml.safe_load((ROOT / "fixtures" / folder / name).read_text())["payload"]
+    root = tmp_path / "fx"
+    write_case(root / sdh, "200_chiffres.yaml", {"identifiant": "123"}, payload=bundled(sdh, "200.yaml"))
+    write_case(root / sdh, "200_lettres.yaml", {"identifiant": "abc"}, payload=bundled(sdh, "200.yaml"))
+    write_case(root / sdh, "422_lettres.yaml", {"identifiant": "xyz"}, 422, bundled(sdh, "422_identifiant_invalide.yaml"))
+    write_case(root / mesri, "404_ine.yaml", {"ine": "999000011LL"}, 404, bundled(mesri, "404.yaml"))
+    write_case(root / mesri, "404_fc.yaml", {"given_name": "Jean", "family_name": "ESSAI", "birthdate": "2002-01-01",
+                                            "gender": "male", "birthplace": "75002"}, 404, bundled(mesri, "404.yaml"))
+    result = _check("--fixtures", str(root))
+    assert result.exit_code == 1
+    reported = {line.split(": ")[0].rsplit("/", 1)[-1]: line for line in result.output.splitlines() if ": $" in line}
+    assert set(reported) == {"200_lettres.yaml", "404_ine.yaml"}, result.output
+    # production's own words for a non-numeric SDH identifiant (interactors/sdh/validate_identifiant.rb)
+    assert reported["200_lettres.yaml"].endswith("200_lettres.yaml: $.params: production refuses these params: "
+                                                 "L'identifiant est manquant; the case is never served")
+    assert reported["404_ine.yaml"].endswith("$.params: production refuses these params: Le numéro d'INE n'est pas "
+                                             "correctement formatté; the case is never served")
+    # what the report means: the call with the case's params gets production's error, never the case
+    client = make_app(fixtures=(root,)).test_client()
+    response = client.get("/v3/sdh/statut_sportif/identifiant", headers=v3_headers(token_for()),
+                          query_string={"identifiant": "abc", "recipient": RECIPIENT})
+    assert response.status_code == 422 and "X-Sandbox-Case" not in response.headers
+
+
 @pytest.mark.slow
 def test_server_refuses_to_start_on_a_broken_set(make_app, tmp_path):
     root = tmp_path / "broken"
