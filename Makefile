@@ -20,7 +20,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Everything that starts no server, browser, redis-server or sandbox process: under a minute.
+# Everything not marked slow (no server, browser, redis-server or sandbox process): about a minute.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

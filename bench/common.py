@@ -119,10 +119,13 @@ class Server:
         self.log.close()
 
 
-def rss_kib(pid: int) -> int | None:
+def rss_kib(pid: int, field: str = "RssAnon") -> int | None:
+    """A worker's resident memory of its own (RssAnon: heap and stacks). VmRSS also counts the
+    pages of files it maps, among them the embedded store (LMDB), which are the page cache shared
+    by every process and grow with the journal's bounded size, not with a leak."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         return None
@@ -157,9 +160,14 @@ def sandbox_env(port: int, data_dir: Path, access_log: str = "-", extra=None) ->
     return env
 
 
-def start_sandbox(port: int, data_dir: Path, log_path: Path, args=(), extra_env=None) -> Server:
-    """`particulier-sandbox serve`: the Docker image's command, with the production gunicorn config."""
-    command = [str(CONSOLE), "serve", "--host", "127.0.0.1", "--ip-rate-limit", BENCH_IP_RATE, *args]
+def start_sandbox(port: int, data_dir: Path, log_path: Path, args=(), extra_env=None, root: Path | None = None) -> Server:
+    """`particulier-sandbox serve`: the Docker image's command, with the production gunicorn config.
+    `root`: another checkout (its .venv, spec and fixtures), e.g. the code before a change."""
+    console = root / ".venv" / "bin" / "particulier-sandbox" if root else CONSOLE
+    if root:
+        extra_env = {"SANDBOX_SPEC": str(root / "spec" / "open-api.yml"), "SANDBOX_FIXTURES": str(root / "fixtures"),
+                     **(extra_env or {})}
+    command = [str(console), "serve", "--host", "127.0.0.1", "--ip-rate-limit", BENCH_IP_RATE, *args]
     return Server("sandbox", command, sandbox_env(port, data_dir, extra=extra_env), port, log_path)
 
 

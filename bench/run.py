@@ -47,6 +47,9 @@ def parse_args():
                         help="requests served before the sandbox's memory is read again [200000]")
     parser.add_argument("--no-prism", action="store_true", help="skip Prism")
     parser.add_argument("--no-redis", action="store_true", help="skip the sandbox on Redis")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also measure the sandbox of another checkout with its own .venv (e.g. a git worktree "
+                             "of the code before a change), in the same run")
     parser.add_argument("--skip-startup", action="store_true", help="skip the start-up time measure")
     parser.add_argument("--prism-timeout", type=float, default=300, help="seconds Prism (npx) may take to start [300]")
     return parser.parse_args()
@@ -58,22 +61,24 @@ def seconds(text: str) -> float:
 
 
 # --- start-up ---------------------------------------------------------------------------------
-def measure_startup(tmp: Path, repeats=5) -> list[tuple[str, list[float]]]:
+def measure_startup(tmp: Path, repeats=5, baseline: Path | None = None) -> list[tuple[str, list[float]]]:
     """Seconds from process start to the first 200 of an API route (a token checked, a case
     matched, masked and journaled), the production command."""
     first_answer = f"/api/v2/situations-pole-emploi?identifiant=default&token={mint_tokens(2)[0]}"
-    setups = [("bundled spec + fixtures", [])]
+    setups = [("bundled spec + fixtures", [], None)]
     if STAGING.is_dir():
         setups.append(("bundled + official staging folders",
-                       ["--spec", str(SPEC), "--fixtures", str(FIXTURES), "--fixtures", str(STAGING)]))
+                       ["--spec", str(SPEC), "--fixtures", str(FIXTURES), "--fixtures", str(STAGING)], None))
+    if baseline:
+        setups.append(("baseline: bundled spec + fixtures", [], baseline))
     else:
         print(f"  (no {STAGING}: the staging folders are not measured)")
     results = []
-    for label, args in setups:
+    for label, args, root in setups:
         times = []
         for i in range(repeats):
             port = free_port()
-            server = start_sandbox(port, tmp / f"startup-{label[:7]}-{i}", tmp / f"startup-{i}.log", args)
+            server = start_sandbox(port, tmp / f"startup-{label[:7]}-{i}", tmp / f"startup-{i}.log", args, root=root)
             try:
                 times.append(server.wait_ready(path=first_answer, timeout=120))
             finally:
@@ -156,8 +161,9 @@ def check_sandbox(result: dict) -> list[str]:
     return problems
 
 
-def workers_rss(server: Server) -> list[int]:
-    return [rss_kib(pid) or 0 for pid in server.workers()]
+def workers_rss(server: Server) -> list[tuple[int, int]]:
+    """(RssAnon, RssFile) of each worker."""
+    return [(rss_kib(pid) or 0, rss_kib(pid, "RssFile") or 0) for pid in server.workers()]
 
 
 def main():
@@ -172,7 +178,7 @@ def main():
 
     if not args.skip_startup:
         print("\nstart-up (process start -> first 200 of an API route), `particulier-sandbox serve`:")
-        for label, times in measure_startup(tmp):
+        for label, times in measure_startup(tmp, baseline=args.baseline):
             print(f"  {label:40s} median {statistics.median(times):.2f} s   "
                   f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
 
@@ -184,6 +190,9 @@ def main():
     try:
         servers["bare Flask"] = start_bare(free_port(), tmp / "bare.log")
         servers["sandbox"] = start_sandbox(free_port(), tmp / "sandbox-data", tmp / "sandbox.log")
+        if args.baseline:
+            servers["baseline"] = start_sandbox(free_port(), tmp / "baseline-data", tmp / "baseline.log",
+                                                root=args.baseline)
         redis = start_redis(tmp) if not args.no_redis else None
         if redis:
             servers["sandbox Redis"] = start_sandbox(free_port(), tmp / "sandbox-redis-data", tmp / "sandbox-redis.log",
@@ -213,7 +222,7 @@ def main():
             for name, server in servers.items():
                 result = measure(server, script, args)
                 results[name].append(result)
-                if name.startswith("sandbox"):
+                if name.startswith("sandbox") or name == "baseline":
                     served += result["requests"]
                     problems = check_sandbox(result)
                     for problem in problems:
@@ -251,6 +260,10 @@ def report(args, results, rss):
     sandbox, bare = summary["sandbox"], summary["bare Flask"]
     print(f"\n  sandbox / bare Flask: {sandbox['rps'] / bare['rps']:.2f}x requests/s, "
           f"p99 {sandbox['p99_us'] / bare['p99_us']:.2f}x, CPU per request {sandbox['cpu_us_per_request'] / bare['cpu_us_per_request']:.2f}x")
+    if "baseline" in summary:
+        base = summary["baseline"]
+        print(f"  baseline / bare Flask: {base['rps'] / bare['rps']:.2f}x requests/s, p99 {base['p99_us'] / bare['p99_us']:.2f}x; "
+              f"sandbox / baseline: {sandbox['rps'] / base['rps']:.2f}x requests/s")
     if "sandbox Redis" in summary:
         on_redis = summary["sandbox Redis"]
         print(f"  sandbox on Redis / bare Flask: {on_redis['rps'] / bare['rps']:.2f}x requests/s, "
@@ -262,10 +275,11 @@ def report(args, results, rss):
               f"(Prism / bare Flask: {prism['rps'] / bare['rps']:.2f}x)")
     else:
         print("  sandbox / Prism: not measured (Prism skipped)")
-    print("\n  sandbox worker memory (VmRSS of each worker):")
+    print("\n  sandbox worker memory (RssAnon of each worker: its own heap; RssFile: mapped files, the store's included):")
     for label, (served, kib) in rss.items():
-        print(f"    {label:28s} {', '.join(f'{k / 1024:6.1f}' for k in kib)} MiB   ({served:,} requests served)")
-    (_, start), (_, warm), (_, end) = rss.values()
+        print(f"    {label:28s} {', '.join(f'{a / 1024:6.1f}' for a, _ in kib)} MiB   "
+              f"(mapped files {', '.join(f'{f / 1024:.0f}' for _, f in kib)} MiB; {served:,} requests served)")
+    start, warm, end = ([a for a, _ in kib] for _, kib in rss.values())
     growth = max((e - w) / w for w, e in zip(warm, end)) if warm and end else float("nan")
     print(f"    growth over the last {args.memory_requests:,}+ requests: {growth:+.1%} (goal: within 10%); "
           f"since start: {max((e - s) / s for s, e in zip(start, end)):+.1%}")

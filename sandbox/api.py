@@ -85,7 +85,7 @@ class Pipeline:
             elif fault and fault.kind:
                 status, body = self._provider_fault(op, fault.kind)
                 headers = {}
-            elif self.limiter.providers and self.limiter.provider_refuses(op, _person(identity, request.args)):
+            elif self.limiter.provider_limit(op.operation_id) and self.limiter.provider_refuses(op, _person(identity, request.args)):
                 status, body = self._provider_fault(op, "rate_limited")
                 headers = {}
             else:
@@ -210,6 +210,9 @@ class ApiApp:
         self.cors = cors  # request -> CORS headers of the answer (flask-cors' computation)
         self.operations = list(operations)
         self.by_path = {op.path: op for op in self.operations}
+        # most calls name a route exactly: one dict lookup; the Map handles the rest (path
+        # parameters, a trailing slash, a known path with another method)
+        self.exact = {(op.path, op.method): op for op in self.operations if "{" not in op.path}
         self.url_map = Map([Rule(op.path.replace("{", "<").replace("}", ">"), endpoint=index, methods=[op.method])
                             for index, op in enumerate(self.operations)], strict_slashes=False)
 
@@ -217,6 +220,10 @@ class ApiApp:
         """(operation, unsupported-version detail or None) of the request's path and method;
         None when the path is not the API's (the Flask app answers it); MethodNotAllowed when
         the path is but the method is not."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        op = self.exact.get((environ.get("PATH_INFO", ""), "GET" if method == "HEAD" else method))
+        if op is not None:
+            return op, None
         try:
             index, _ = self.url_map.bind_to_environ(environ).match()
         except NotFound:

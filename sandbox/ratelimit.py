@@ -9,6 +9,7 @@ same step, and the clock it counted on, so Reset and Retry-After agree with the 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -99,15 +100,17 @@ class RateLimiter:
                 call.amounts.append(rate[0])
         return call
 
+    @functools.lru_cache(maxsize=None)  # asked on every call; one answer per operation
+    def provider_limit(self, operation_id: str) -> tuple[int, int] | None:
+        """(amount, period) of the provider's own limit on the operation, or None."""
+        return next((rate for fragment, rate in self.providers if fragment in operation_id), None)
+
     def provider_refuses(self, op, person: str) -> bool:
         """Count the call against its provider's own limit for `person`; True when beyond it."""
-        for fragment, (amount, period) in self.providers:
-            if fragment in op.operation_id:
-                digest = hashlib.sha256(person.encode()).hexdigest()[:24]
-                call = Call(None, [(f"p:{op.operation_id}:{digest}", period)], [amount])
-                _, (hit,) = self.store.count(call)
-                return hit.count > amount
-        return False
+        amount, period = self.provider_limit(op.operation_id)
+        digest = hashlib.sha256(person.encode()).hexdigest()[:24]
+        _, (hit,) = self.store.count(Call(None, [(f"p:{op.operation_id}:{digest}", period)], [amount]))
+        return hit.count > amount
 
     @staticmethod
     def judge(call: Call, revoked: bool, hits) -> Decision | None:

@@ -209,19 +209,3 @@ def redis_server(tmp_path):
     server = Redis()
     yield server
     server.kill()
-
-
-class Oracle:
-    """openapi-core, on the project's own spec (same parameters as upstream, and a valid
-    document), says independently whether a request's parameters are acceptable."""
-
-    def __init__(self):
-        from openapi_core import OpenAPI
-        self.openapi = OpenAPI.from_file_path(str(ROOT / "spec" / "open-api.yml"))
-
-    def accepts(self, op, query) -> bool:
-        from openapi_core.testing import MockRequest
-        from werkzeug.datastructures import ImmutableMultiDict
-        request = MockRequest("http://localhost", op.method.lower(), op.path, args=ImmutableMultiDict(query),
-                              headers={"Authorization": "Bearer x", "X-Api-Key": "x"})
-        return not self.openapi.unmarshal_request(request).errors
