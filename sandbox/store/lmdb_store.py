@@ -28,12 +28,13 @@ from . import Call, Health, Hit, StoreUnavailable, refused_entry
 # LMDB allows one open environment per file and process (its locks belong to the process), and
 # none may cross a fork: each process opens an environment once, whichever stores use it, and
 # closes it before it forks (a gunicorn master before each worker); the child opens its own.
-_ENVIRONMENTS: dict[str, lmdb.Environment] = {}
+_ENVIRONMENTS: dict[str, tuple] = {}  # path -> (environment, its tables)
+TABLES = (b"counters", b"revoked", b"journal", b"meta", b"personas")
 _ENVIRONMENTS_LOCK = threading.Lock()
 
 
 def _close_before_fork():
-    for env in _ENVIRONMENTS.values():
+    for env, _ in _ENVIRONMENTS.values():
         env.close()
     _ENVIRONMENTS.clear()
 
@@ -62,26 +63,28 @@ class LmdbStore:
 
     def _open(self):
         with _ENVIRONMENTS_LOCK:
-            env = _ENVIRONMENTS.get(self._key)
-            if env is None:
+            opened = _ENVIRONMENTS.get(self._key)
+            if opened is None:
                 self.path.mkdir(parents=True, exist_ok=True)
                 try:
                     # sync=False: the journal and counters are not worth an fsync per call; a
                     # crash loses the last rows, never the file's consistency.
                     env = lmdb.open(str(self.path), map_size=self.MAP_SIZE, max_dbs=8, sync=False,
                                     metasync=False, readahead=False, max_readers=512)
+                    # The tables are opened once per environment, in one explicit transaction:
+                    # open_db without one starts a write transaction of its own, which must never
+                    # wait on the writer lock while another thread of ours holds it.
+                    with env.begin(write=True) as txn:
+                        tables = {name: env.open_db(name, txn=txn) for name in TABLES}
                 except lmdb.Error as exc:
                     raise StoreUnavailable(str(exc)) from None
-                _ENVIRONMENTS[self._key] = env
-        self._env = env
-        self._counters = env.open_db(b"counters")
-        self._revoked = env.open_db(b"revoked")
-        self._journal = env.open_db(b"journal")
-        self._meta = env.open_db(b"meta")
-        self._personas = env.open_db(b"personas")
+                opened = _ENVIRONMENTS[self._key] = (env, tables)
+        self._env, tables = opened
+        self._counters, self._revoked, self._journal, self._meta, self._personas = (tables[n] for n in TABLES)
 
     def _environment(self):
-        if _ENVIRONMENTS.get(self._key) is not self._env:  # closed by a fork since
+        opened = _ENVIRONMENTS.get(self._key)
+        if opened is None or opened[0] is not self._env:  # closed by a fork since
             self._open()
         return self._env
 
