@@ -26,7 +26,7 @@ from .ratelimit import RateLimiter
 from .scopes import ScopeCatalogue
 from .settings import ConfigError, Settings
 from .spec import load_specs
-from .store import open_store
+from .store import StoreUnavailable, open_store
 
 logger = logging.getLogger("sandbox")
 # Production's own origins (siade/config/initializers/cors.rb): a browser app elsewhere is
@@ -117,6 +117,27 @@ def _dispatch(api: ApiApp, flask_app):
 
 
 def _install_handlers(app):
+    limiter = app.extensions["sandbox"].limiter
+
+    @app.before_request
+    def _sandbox_rate_limit():
+        """The generous per-address limit of the sandbox's own pages and routes."""
+        if request.path.startswith(("/sandbox/", "/docs", "/franceconnect/")):
+            limiter.admit_sandbox(request.remote_addr or "-")
+
+    @app.errorhandler(ApiError)
+    def _api_error(error):
+        """The sandbox's own routes answer in v2's format; a revoked token outside /api/v2/ as
+        production's blocklist does (JSON:API, config/initializers/rack_attack.rb)."""
+        v3 = error.kind == "revoked_token" and not request.path.startswith("/api/v2/")
+        status, payload = errors.render(error, v3=v3)
+        status = getattr(error, "status", status)  # personas.InvalidPersona: 422, the body as v2's
+        return Response(errors.dumps(payload), status, error.headers, content_type="application/json; charset=utf-8")
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_down(_):
+        return _api_error(ApiError("store_unavailable"))
+
     @app.after_request
     def _nosniff(response):
         response.headers["X-Content-Type-Options"] = "nosniff"

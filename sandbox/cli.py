@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -231,16 +230,20 @@ def fixtures_export(target, fmt, only, day, base_url, specs, fixture_dirs):
     if unknown:
         click.echo(f"particulier-sandbox: no operation {', '.join(unknown)}", err=True)
         sys.exit(2)
+    previous = dates._FROZEN
     if day:
-        dates.freeze(day.date())  # descriptions and payloads alike
-    dirs = _settings(fixtures=tuple(fixture_dirs) or None).fixtures
-    loaded = fixture_module.load(dirs, operations)
-    for problem in loaded.fatal:
-        click.echo(f"not exported: {problem}", err=True)
-    written = scaffold.export_staging(loaded, operations, dirs, target, dates.today(), set(only),
-                                      base_url or scaffold.STAGING_URL)
-    click.echo(f"{len(written)} case file(s) written to {target} (relative dates resolved on "
-               f"{dates.today().isoformat()})")
+        dates.freeze(day.date())  # descriptions and payloads alike, for this export only
+    try:
+        dirs = _settings(fixtures=tuple(fixture_dirs) or None).fixtures
+        loaded = fixture_module.load(dirs, operations)
+        for problem in loaded.fatal:
+            click.echo(f"not exported: {problem}", err=True)
+        written = scaffold.export_staging(loaded, operations, dirs, target, dates.today(), set(only),
+                                          base_url or scaffold.STAGING_URL)
+        click.echo(f"{len(written)} case file(s) written to {target} (relative dates resolved on "
+                   f"{dates.today().isoformat()})")
+    finally:
+        dates.freeze(previous)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,8 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import flask_swagger_ui
-from flask import Blueprint, Response, abort, current_app, render_template, request, send_from_directory
+from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
-from . import errors
-from .errors import ApiError
-from .store import StoreUnavailable
 
 SWAGGER_DIST = Path(flask_swagger_ui.__file__).parent / "dist"
 # Only what the page uses: the standalone preset and its top bar (a box to load any URL's
@@ -43,22 +40,6 @@ def _examples_at_start_up(state):
     """Registered once per app, in create_app; the examples are worked out on the first /openapi.yml."""
     from .examples import DocsSpec
     state.app.extensions["docs_spec"] = DocsSpec(state.app.extensions["sandbox"])
-
-
-@bp.before_request
-def _rate_limit():
-    _sandbox().limiter.admit_sandbox(request.remote_addr or "-")
-
-
-@bp.errorhandler(ApiError)
-def _api_error(error):
-    status, payload = errors.render(error, v3=False)
-    return Response(errors.dumps(payload), status, error.headers, content_type="application/json; charset=utf-8")
-
-
-@bp.errorhandler(StoreUnavailable)
-def _store_down(_):
-    return _api_error(ApiError("store_unavailable"))
 
 
 @bp.after_request

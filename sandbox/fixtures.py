@@ -21,7 +21,7 @@ from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
 from . import dates
-from .fixture_files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name, read_case_file,  # noqa: F401
+from .fixture_files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name,  # noqa: F401
                             read_case_files, signature)
 
 IGNORED_PARAMS = frozenset({"recipient", "token"})

@@ -11,7 +11,6 @@ from . import auth as auth_module
 from . import errors, transport
 from . import personas as persona_rules
 from .errors import ApiError
-from .store import StoreUnavailable
 
 MAX_TTL = 10 * 365 * 86400
 MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; more is a mistake or an attack
@@ -38,25 +37,6 @@ def _caller():
     if identity.kind == "jwt" and sandbox.store.is_revoked(identity.key):
         raise ApiError("revoked_token")
     return identity
-
-
-@bp.errorhandler(ApiError)
-def _api_error(error):
-    if error.kind == "revoked_token":  # production's blocklist answers JSON:API outside /api/v2/ (rack_attack.rb)
-        status, payload = errors.render(error, v3=True)
-        return Response(errors.dumps(payload), status, content_type="application/json; charset=utf-8")
-    return _v2_error(error)
-
-
-@bp.errorhandler(StoreUnavailable)
-def _store_down(_):
-    return _v2_error(ApiError("store_unavailable"))
-
-
-@bp.before_request
-def _sandbox_rate_limit():
-    if request.path.startswith("/sandbox/"):
-        _sandbox().limiter.admit_sandbox(request.remote_addr or "-")
 
 
 @bp.get("/")

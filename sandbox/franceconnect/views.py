@@ -6,9 +6,6 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import errors
-from ..errors import ApiError
-from ..store import StoreUnavailable
 from .provider import ACR, IDENTITY_SCOPES, AuthorizeError, TokenError
 
 PREFIX = "/franceconnect/api/v2"
@@ -28,19 +25,6 @@ def _with_query(uri: str, params: dict) -> str:
 def make_blueprint(sandbox, provider) -> Blueprint:
     bp = Blueprint("franceconnect", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/franceconnect/static")
-
-    @bp.before_request
-    def _rate_limit():
-        sandbox.limiter.admit_sandbox(request.remote_addr or "-")
-
-    @bp.errorhandler(ApiError)
-    def _api_error(error):
-        status, payload = errors.render(error, v3=False)
-        return Response(errors.dumps(payload), status, error.headers, content_type="application/json; charset=utf-8")
-
-    @bp.errorhandler(StoreUnavailable)
-    def _store_down(_):
-        return _api_error(ApiError("store_unavailable"))
 
     @bp.after_request
     def _headers(response):
