@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,7 +317,25 @@ class SpecSet:
         return {op.operation_id: op for op in self.operations if op.is_api}
 
 
+_LOADED: dict = {}  # the files' signatures -> SpecSet: an app built again (tests, a reload) reuses it
+
+
 def load_specs(paths) -> SpecSet:
+    """The specs of `paths`, merged. A SpecSet is never changed once built, so a process that
+    builds several apps on unchanged files (a test suite) loads them once."""
+    try:
+        key = tuple((str(Path(p).resolve()), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)
+    except OSError:
+        key = None  # a missing file: load_specs says so below
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    loaded = _load_specs(paths)
+    if key is not None:
+        _LOADED[key] = loaded
+    return loaded
+
+
+def _load_specs(paths) -> SpecSet:
     operations, documents = [], []
     seen = {}
     for path in paths:

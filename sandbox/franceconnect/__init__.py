@@ -1,8 +1,8 @@
 """A built-in FranceConnect: an OpenID Connect provider that behaves like FranceConnect v2's
 integration environment, whose citizens are the sandbox's personas (docs/franceconnect.md).
 
-`blueprint(sandbox)` builds the provider once, at start-up (signing key, clients, the citizen
-directory), hands its token check to the API's authenticator, and returns the Flask blueprint.
+`blueprint(sandbox)` builds the provider once, at start-up (signing key, clients; the citizen
+directory on first use), hands its token check to the API's authenticator, and returns the Flask blueprint.
 """
 from __future__ import annotations
 

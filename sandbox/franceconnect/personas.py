@@ -152,8 +152,7 @@ class Personas:
                                   key=lambda op: (op.path.startswith("/api/"), op.path))
         self._lock = threading.Lock()
         self._built_for = None
-        self._directory = None
-        self.current()
+        self._directory = None  # built on first use: a start-up need not wait for it
 
     def current(self) -> Directory:
         fixtures = self._population.current
