@@ -2,18 +2,20 @@
 
 router (ApiApp.route) -> pipeline (Pipeline.handle), one straight line per call:
 
-    authenticate -> authorize (scopes) -> validate -> fault or match -> mask,
-    then count, judge and record: ONE store step checks the revocation, counts the call in
-    its rate-limit windows and journals it with its final status.
+    authenticate -> authorize (scopes) -> validate -> fault, provider limit or match (runtime
+    personas, then fixtures) -> mask, then count, judge and record: ONE store step checks the
+    revocation, counts the call in its rate-limit windows and journals it with its final status.
 
 Each step raises ApiError to stop; the error is rendered in the route's own format. The
 answer is worked out before the store is asked, and the store's verdict wins: a revoked token
 or a call over its limit is answered 401 / 429 whatever the call asked, exactly as when the
-limit was checked first (the steps before the store have no side effect). Latency (fixture
+limit was checked first (the steps before the store have no side effect, but for the count of
+a provider's own limit, as the provider counts what reaches it). Latency (fixture
 `latency_ms`, fault `latency=`) is waited after the call is counted.
 
-This app is werkzeug's Request/Response and nothing else: the sandbox's own pages (/sandbox,
-/docs) are the Flask app beside it (application.dispatch picks one per request).
+This app is a werkzeug Request in and a WSGI answer out, nothing else: the sandbox's own pages
+(/sandbox, /docs, /franceconnect) are the Flask app beside it (application's dispatch picks one
+per request).
 """
 from __future__ import annotations
 
