@@ -8,7 +8,7 @@ import uuid
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 from . import auth as auth_module
-from . import errors, transport
+from . import transport
 from . import personas as persona_rules
 from .errors import ApiError
 
@@ -19,12 +19,6 @@ bp = Blueprint("sandbox", __name__)
 
 def _sandbox():
     return current_app.extensions["sandbox"]
-
-
-def _v2_error(error: ApiError) -> Response:
-    status, payload = errors.render(error, v3=False)
-    status = getattr(error, "status", status)  # personas.InvalidPersona: 422, the body as v2's
-    return Response(errors.dumps(payload), status, error.headers, content_type="application/json; charset=utf-8")
 
 
 def _caller():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import transport, validation_rules
+from .validation_rules import is_siret  # noqa: F401  (production's SIRET check, also known from here)
 from .errors import ApiError
 from .settings import ConfigError
 
@@ -226,12 +226,6 @@ class Operation:
                 raise ApiError("invalid_parameter", parameter="ine",
                                detail="Le paramètre ine ne peut pas être combiné avec des paramètres "
                                       f"d'état civil ({', '.join(mixed)}) : choisissez l'un des deux modes")
-
-
-@functools.lru_cache(maxsize=4096)  # a client sends its own SIRET on every call
-def is_siret(value: str) -> bool:
-    """Production's SIRET check (validation_rules.is_siret)."""
-    return validation_rules.is_siret(value)
 
 
 def _auth_kinds(requirements, schemes) -> frozenset:
