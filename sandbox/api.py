@@ -32,11 +32,12 @@ from werkzeug.wrappers import Request
 from . import dates, errors, faults, transport
 from .errors import ApiError, ParameterErrors
 from .fixtures import canonical_identity, request_key
-from .store import StoreUnavailable
+from .store import PersonasMoved, StoreUnavailable
 
 JSON = "application/json; charset=utf-8"
 logger = logging.getLogger("sandbox")
 _MEMO_LIMIT = 50_000
+_PERSONA_RETRIES = 5
 
 
 class Pipeline:
@@ -74,6 +75,7 @@ class Pipeline:
             return self._error(op, error, "auth")  # no caller: neither counted nor journaled
 
         case = near_miss = fault = None
+        looked_up = False  # whether the answer depends on the runtime personas (a case was looked up)
         stage = "auth"  # which Content-Type production gives the answer (transport.content_type)
         try:
             held = self.catalogue.authorize(identity, op.operation_id)
@@ -91,25 +93,37 @@ class Pipeline:
                 status, body = self._provider_fault(op, "rate_limited")
                 headers = {}
             else:
-                case, near_miss, near_header = self._match(op, identity, request.args)
-                status, body, headers = self._answer(op, case, held, near_header)
+                looked_up = True
+                status, body, headers, case, near_miss = self._lookup(op, identity, request.args, held)
         except ApiError as error:
             if error.kind == "store_unavailable":  # the store just failed: do not wait on it again
                 return self._error(op, error, "auth")
             if isinstance(error, ParameterErrors) and {e["code"] for e in error.items} == {"00210"}:
                 stage = "recipient"
             status, body, headers = self._error(op, error, stage)
-        if stage != "auth":  # production's cache headers, set once the token and scopes passed
-            headers.update(transport.cache_headers())
 
-        entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
-        call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
-        try:
-            decision = self.limiter.judge(call, *self.store.count(call))
-        except StoreUnavailable:
+        for _ in range(_PERSONA_RETRIES):
+            if stage != "auth":  # production's cache headers, set once the token and scopes passed
+                headers.update(transport.cache_headers())
+            entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
+            call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
+            if looked_up and self.personas is not None:
+                call.personas_version = self.personas.version
+            try:
+                decision = self.limiter.judge(call, *self.store.count(call))
+                break
+            except PersonasMoved as moved:  # another worker changed the personas: answer again
+                try:
+                    self.personas.refresh(moved.version)
+                except ApiError as error:
+                    return self._error(op, error, "auth")
+                status, body, headers, case, near_miss = self._lookup(op, identity, request.args, held)
+            except StoreUnavailable:
+                return self._error(op, ApiError("store_unavailable"), "auth")
+            except ApiError as error:  # revoked, or over a limit: that is the answer
+                return self._error(op, error, "auth")
+        else:  # the personas changed at every try: a store being rewritten in a loop
             return self._error(op, ApiError("store_unavailable"), "auth")
-        except ApiError as error:  # revoked, or over a limit: that is the answer
-            return self._error(op, error, "auth")
 
         if fault and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)
@@ -125,6 +139,12 @@ class Pipeline:
     def _error(self, op, error: ApiError, stage: str) -> tuple[int, bytes, dict]:
         status, payload = errors.render(error, op.v3)
         return status, errors.dumps(payload), {**error.headers, "Content-Type": transport.content_type(op.v3, stage)}
+
+    def _lookup(self, op, identity, args, held):
+        """The case the call asks for (runtime persona, fixture, or none) and its answer."""
+        case, near_miss, near_header = self._match(op, identity, args)
+        status, body, headers = self._answer(op, case, held, near_header)
+        return status, body, headers, case, near_miss
 
     def _memos(self):
         current = self.population.current

@@ -9,8 +9,11 @@ Visibility: the token that created it (its identity key), or everyone when made 
 caller's own persona wins over a global one, and both win over the fixture files; among
 personas of one visibility with the same parameters, the newest answers.
 
-Each serving process keeps an index of the personas and rebuilds it when the store's
-`personas_version()` moved (one read per API call); expiry is checked at match time against
+Each serving process keeps an index of the personas, stamped with the store's personas version.
+An API call is answered from the index as it is, and the store checks that version in the same
+step as it counts the call (`Call.personas_version`): when another worker or host changed the
+personas since, nothing is counted, the index is rebuilt and the call answered again. The
+sandbox routes read the version first (`current()`). Expiry is checked at match time against
 the store's clock, so an expired persona stops answering at once though nothing was written.
 A persona never changes once created, so its Case object is kept across index rebuilds and the
 pipeline's rendering memo (keyed by the Case) can never serve a stale body.
@@ -70,7 +73,7 @@ class RuntimeCase(Case):
 
 @dataclass
 class _Index:
-    version: object = None
+    version: int = -1         # the store's personas version it was built from (-1: not built yet)
     cases: dict = None        # persona id -> RuntimeCase (created order)
     by_key: dict = None       # (operation id, owner or None) -> {match key: case}, the newest kept
     identities: dict = None   # (operation id, owner or None) -> [(canonical identity, case)], newest first
@@ -102,13 +105,24 @@ class RuntimePersonas:
         self._state = _Index(cases={}, by_key={}, identities={})
         self._lock = threading.Lock()
 
-    # --- the index, as the pipeline reads it -----------------------------------------------
+    # --- the index ------------------------------------------------------------------------
+    @property
+    def version(self):
+        """The store's personas version this process's index was built from (-1: not yet)."""
+        return self._state.version
+
     def current(self) -> _Index:
+        """The index, rebuilt first if the store's version moved (the sandbox routes)."""
         try:
-            version = self.store.personas_version()
-            state = self._state
-            if version == state.version:
-                return state
+            return self.refresh(self.store.personas_version())
+        except StoreUnavailable:
+            raise ApiError("store_unavailable") from None
+
+    def refresh(self, version) -> _Index:
+        """The index at `version` (the store's, as a count or a read just gave it)."""
+        if version == self._state.version:
+            return self._state
+        try:
             with self._lock:  # one rebuild per version, whichever thread sees it first
                 if version != self._state.version:
                     self._state = self._build(version, self.store.personas())
@@ -140,8 +154,9 @@ class RuntimePersonas:
         return case
 
     def match(self, operation_id: str, identity, key: frozenset):
-        """The caller's persona with these params, else a global one; None when neither."""
-        state = self.current()
+        """The caller's persona with these params, else a global one; None when neither. From the
+        index as it is: the store checks its version when it counts the call."""
+        state = self._state
         if not state.by_key:
             return None
         for where in ((operation_id, identity.key), (operation_id, None)):
@@ -151,7 +166,7 @@ class RuntimePersonas:
         return None
 
     def match_france_connect(self, operation_id: str, identity, args):
-        state = self.current()
+        state = self._state
         if not state.identities:
             return None
         wanted, others = canonical_identity(identity.france_connect), other_params(request_key(args))

@@ -148,3 +148,10 @@ def test_revocations_and_journal_live_in_redis_across_restarts(start_server, red
     assert refused.status_code == 401
     assert refused.json()["errors"][0]["code"] == "00105"
     assert not (tmp_path / "other-host" / "store").exists()  # nothing was kept on disk
+
+
+@pytest.mark.slow
+def test_a_call_answered_from_outdated_personas_counts_nothing_on_redis(redis_server):
+    from sandbox.store.redis_store import RedisStore
+    from .test_store import assert_outdated_personas_count_nothing
+    assert_outdated_personas_count_nothing(RedisStore(redis_server.url, 100))

@@ -258,6 +258,9 @@ def test_every_worker_serves_a_new_persona_at_once(start_server):
     persona = post(server.url, mine, zoe()).json()
     assert served_cases(server.url, mine, "zoe.runtime") == {(200, f"runtime/{persona['id']}")}
     assert served_cases(server.url, other, "zoe.runtime") == {(404, f"{V3_OPERATION}/404.yaml")}
+    # a worker that learnt of the persona when counting a call answered it again, counted once
+    journal = requests.get(server.url + "/sandbox/requests", headers=v2_headers(mine), timeout=10).json()
+    assert [row["status"] for row in journal["requests"]] == [200] * 60 + [404] * 60
 
     requests.delete(f"{server.url}/sandbox/personas/{persona['id']}", headers=v2_headers(mine), timeout=10)
     assert served_cases(server.url, mine, "zoe.runtime") == {(404, f"{V3_OPERATION}/404.yaml")}

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from sandbox.store import Call, StoreUnavailable
+from sandbox.store import Call, PersonasMoved, StoreUnavailable
 from sandbox.store.lmdb_store import LmdbStore
 
 from .conftest import token_for
@@ -135,6 +135,27 @@ def test_counters_of_past_windows_are_dropped_so_the_store_stays_small(tmp_path)
     expected = 200 * sum(1 for w in range(60) if int((T0 + w + 0.5) // 60) == int((T0 + 59.5) // 60))
     assert _count(store, "ip:127.0.0.1", 60) == expected + 1
     assert minute  # the window arithmetic above used real minutes
+
+
+def assert_outdated_personas_count_nothing(store):
+    """A call answered from an index of the personas that another worker has since changed is
+    neither counted nor journaled: the store names the version to rebuild at, and the call
+    answered again at that version counts once."""
+    known = store.personas_version()
+    store.put_persona("p1", '{"id": "p1"}', None)  # another worker creates a persona meanwhile
+    call = Call("bob", [("t:bob", 3600)], [10], "bob", _entry(0), personas_version=known)
+    with pytest.raises(PersonasMoved) as moved:
+        store.count(call)
+    assert moved.value.version == store.personas_version() != known
+    assert store.journal("bob") == []
+    call = Call("bob", [("t:bob", 3600)], [10], "bob", _entry(1), personas_version=moved.value.version)
+    assert store.count(call)[1][0].count == 1
+    assert [e["query"]["i"] for e in store.journal("bob")] == ["1"]
+    assert _count(store, "t:bob") == 2  # a call that looked up no persona is never refused so
+
+
+def test_a_call_answered_from_outdated_personas_counts_nothing(tmp_path):
+    assert_outdated_personas_count_nothing(_store(tmp_path))
 
 
 def test_two_stores_on_one_folder_share_one_journal_in_call_order(tmp_path):

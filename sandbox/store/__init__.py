@@ -30,6 +30,14 @@ class Hit(NamedTuple):
     now: float    # the counting clock at that moment, for Retry-After
 
 
+class PersonasMoved(Exception):
+    """The runtime personas changed since the call's answer was worked out: nothing was counted."""
+
+    def __init__(self, version: int):
+        super().__init__(version)
+        self.version = version
+
+
 @dataclass
 class Call:
     """What one call asks of the store."""
@@ -38,6 +46,11 @@ class Call:
     amounts: list = field(default_factory=list)   # the limit of each counter
     owner: str | None = None              # whose journal gets the entry (None: not journaled)
     entry: dict | None = None             # the journal entry, as answered
+    # The runtime personas' version the answer was worked out with (None: no persona was looked
+    # up). The store counts nothing and raises PersonasMoved when the version has moved since:
+    # the pipeline learns of a persona created or deleted by another worker in the same step
+    # as the count (one round trip to Redis), and answers again.
+    personas_version: int | None = None
 
     def refused_status(self, revoked: bool, hits) -> int | None:
         """The status the store's verdict imposes: 401 revoked, 429 over a limit, else None.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lmdb
 
-from . import Call, Health, Hit, StoreUnavailable, refused_entry
+from . import Call, Health, Hit, PersonasMoved, StoreUnavailable, refused_entry
 
 # LMDB allows one open environment per file and process (its locks belong to the process), and
 # none may cross a fork: each process opens an environment once, whichever stores use it, and
@@ -107,6 +107,10 @@ class LmdbStore:
     def _count(self, txn, call: Call, now: float):
         # `now` is read inside the write transaction: calls are counted in clock order, so a
         # call never lands in a window whose keys a later window has already dropped.
+        if call.personas_version is not None:
+            version = self._personas_version(txn)
+            if version != call.personas_version:
+                raise PersonasMoved(version)
         revoked = bool(call.jti) and txn.get(call.jti.encode(), db=self._revoked) is not None
         hits = [Hit(self._add(txn, key, period, int(now // period)), (int(now // period) + 1) * period, now)
                 for key, period in call.counters]
@@ -214,7 +218,10 @@ class LmdbStore:
 
     def personas_version(self) -> int:
         """Bumped by every change: a worker rebuilds its index of the personas when it moves."""
-        held = self._run(lambda txn: txn.get(PERSONAS_VERSION, db=self._meta), write=False)
+        return self._run(self._personas_version, write=False)
+
+    def _personas_version(self, txn) -> int:
+        held = txn.get(PERSONAS_VERSION, db=self._meta)
         return U64.unpack(held)[0] if held else 0
 
     def _bump_personas(self, txn):

@@ -5,30 +5,36 @@ import json
 import time
 
 from ..settings import ConfigError
-from . import Call, Health, Hit, StoreUnavailable, refused_entry
+from . import Call, Health, Hit, PersonasMoved, StoreUnavailable, refused_entry
 
 # One round trip per API call: the revocation check, every counter, and the journal row with
 # the call's final status. Counting on the Redis server's TIME (not each host's) keeps the
 # windows of all hosts aligned: two hosts whose clocks differ by 300 ms count in the same
 # second. The counter keys derive from that time inside the script, so this targets a single
 # Redis (or a primary), not Redis Cluster.
-# KEYS: revoked set, journal sequence, journal list, then one counter prefix per counter.
-# ARGV: jti, journal size, entry JSON as answered, as refused (401/429), then period, amount
-# of each counter. The verdict rule is Call.refused_status's.
+# KEYS: revoked set, journal sequence, journal list, personas version, then one counter prefix
+# per counter. ARGV: jti, journal size, entry JSON as answered, as refused (401/429), the
+# personas version the answer was worked out with ('' for none), then period, amount of each
+# counter. The verdict rule is Call.refused_status's. When the personas version has moved,
+# nothing is counted and the script answers {'moved', version} (Call.personas_version).
 COUNT_SCRIPT = """
+if ARGV[5] ~= '' then
+  local version = redis.call('GET', KEYS[4]) or '0'
+  if version ~= ARGV[5] then return {'moved', version} end
+end
 local t = redis.call('TIME')
 local seconds = tonumber(t[1])
 local revoked = 0
 if ARGV[1] ~= '' then revoked = redis.call('SISMEMBER', KEYS[1], ARGV[1]) end
 local out = {revoked, t[1], t[2]}
 local over = false
-for i = 4, #KEYS do
-  local period = tonumber(ARGV[2 * i - 3])
+for i = 5, #KEYS do
+  local period = tonumber(ARGV[2 * i - 4])
   local window = math.floor(seconds / period)
   local key = KEYS[i] .. ':' .. window
   local count = redis.call('INCR', key)
   if count == 1 then redis.call('EXPIRE', key, period + 1) end
-  if count > tonumber(ARGV[2 * i - 2]) then over = true end
+  if count > tonumber(ARGV[2 * i - 3]) then over = true end
   out[#out + 1] = count
   out[#out + 1] = (window + 1) * period
 end
@@ -113,16 +119,20 @@ class RedisStore:
         return f"{self.PREFIX}journal:{owner}"
 
     def count(self, call: Call) -> tuple[bool, list[Hit]]:
-        keys = [self.PREFIX + "revoked", self.PREFIX + "journal-seq", self._journal_key(call.owner or "")]
+        keys = [self.PREFIX + "revoked", self.PREFIX + "journal-seq", self._journal_key(call.owner or ""),
+                self._persona_keys()[2]]
         keys += [f"{self.PREFIX}rl:{key}" for key, _ in call.counters]
         answered = refused = ""
         if call.owner is not None:
             answered = json.dumps(call.entry)
             refused = json.dumps({k: v for k, v in refused_entry(call.entry, 0).items() if k != "status"})
-        args = [call.jti or "", self.journal_size, answered, refused]
+        version = "" if call.personas_version is None else str(call.personas_version)
+        args = [call.jti or "", self.journal_size, answered, refused, version]
         for (_, period), amount in zip(call.counters, call.amounts):
             args += [int(period), int(amount)]
         out = self._call(lambda r: self._count_script(keys=keys, args=args, client=r))
+        if out[0] == b"moved":
+            raise PersonasMoved(int(out[1]))
         now = int(out[1]) + int(out[2]) / 1_000_000
         hits = [Hit(int(out[3 + 2 * i]), int(out[4 + 2 * i]), now) for i in range(len(call.counters))]
         return bool(out[0]), hits
