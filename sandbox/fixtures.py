@@ -335,11 +335,16 @@ def _load_operation(operation_id, files, op, fixtures, checker, reads):
 class Population:
     """The fixture set being served, swapped whole when the files change.
 
-    Each process that serves (a gunicorn worker) polls the files' signature every
-    `reload_interval` seconds in a thread of its own: one stat per file, and it sees edits made
-    on any filesystem (a VM's shared folder, NFS) where change notifications may not come.
-    A reload that finds a fatal problem keeps the last good set serving, and says why.
+    Each process that serves (a gunicorn worker) watches the case folders in a thread of its
+    own: the kernel's change notifications (watchdog; inotify on Linux) wake it at once, and it
+    then compares the files' signature (one stat per file) with the one it serves. Change
+    notifications may not come from some filesystems (a VM's shared folder, NFS), so the
+    signature is also compared every `SAFETY_POLLS` intervals (every interval when the folders
+    cannot be watched). A reload that finds a fatal problem keeps the last good set serving, and
+    says why.
     """
+
+    SAFETY_POLLS = 10
 
     def __init__(self, dirs, operations: dict, reload_interval: float, logger):
         self.dirs = [Path(d) for d in dirs]
@@ -371,19 +376,54 @@ class Population:
         if self._thread is not None or not self.reload_interval:
             return
         import threading
-        self._stop = threading.Event()
+        self._stop, self._changed = threading.Event(), threading.Event()
+        self._observer = self._observe()
         self._thread = threading.Thread(target=self._watch, name="fixture-watcher", daemon=True)
         self._thread.start()
 
+    def _observe(self):
+        """A watchdog observer that sets `_changed` on any change under the folders; None when
+        they cannot be watched (a folder missing, the system's inotify limits reached)."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        changed = self._changed
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type != "opened" and event.event_type != "closed_no_write":
+                    changed.set()
+
+        observer = Observer()
+        try:
+            for root in self.dirs:
+                observer.schedule(Handler(), str(root), recursive=True)
+            observer.start()
+        except OSError as exc:
+            self.logger.info("fixture folders not watched (%s): their files are compared every %ss",
+                             exc, self.reload_interval)
+            return None
+        return observer
+
     def stop_watching(self):
-        """The watcher ends within one interval (a test's population, not a worker's, which lives on)."""
+        """The watcher ends at once (a test's population, not a worker's, which lives on)."""
         if self._thread is not None:
             self._stop.set()
+            self._changed.set()
             self._thread.join()
             self._thread = None
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join()
 
     def _watch(self):
-        while not self._stop.wait(self.reload_interval):
+        interval = self.reload_interval * (self.SAFETY_POLLS if self._observer is not None else 1)
+        while not self._stop.is_set():
+            if self._changed.wait(interval):
+                self._stop.wait(self.reload_interval)  # an editor's save is several events: one reload
+            self._changed.clear()
+            if self._stop.is_set():
+                break
             try:
                 self.reload_if_changed()
             except Exception:  # a watcher that dies silently would freeze the population

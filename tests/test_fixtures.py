@@ -272,6 +272,30 @@ def test_the_watcher_reloads_on_any_edit(population):
         served.stop_watching()
 
 
+def test_the_watcher_is_woken_by_the_kernel_s_change_notifications(population, monkeypatch):
+    """No poll can be the cause here (the next one is hours away): the edits are noticed because
+    the folders are watched, a new folder's files included."""
+    import logging
+
+    from sandbox import fixtures
+    from sandbox.spec import load_specs
+    monkeypatch.setattr(fixtures.Population, "SAFETY_POLLS", 100_000)
+    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
+    served = fixtures.Population([population], operations, 0.1, logging.getLogger("test"))
+    served.start_watching()
+    try:
+        for what, edit in _edits(population):
+            before = served.current
+            time.sleep(0.05)
+            edit()
+            deadline = time.time() + 30
+            while served.current is before and time.time() < deadline:
+                time.sleep(0.02)
+            assert served.current is not before, what
+    finally:
+        served.stop_watching()
+
+
 def test_parsed_case_files_kept_between_starts_never_hide_an_edit(population, monkeypatch, tmp_path):
     """Start-ups reuse the parsed files of the previous one (a cache in the user's cache folder),
     but an edit of any kind, or a broken cache, still gives what the files say."""
