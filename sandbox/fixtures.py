@@ -377,7 +377,7 @@ class Population:
             return
         import threading
         self._stop, self._changed = threading.Event(), threading.Event()
-        self._observer = self._observe()
+        self._observer = None
         self._thread = threading.Thread(target=self._watch, name="fixture-watcher", daemon=True)
         self._thread.start()
 
@@ -417,6 +417,10 @@ class Population:
                 self._observer.join()
 
     def _watch(self):
+        # Set up here, not in start_watching: a worker answers its first call without waiting for
+        # watchdog's import and its watches. An edit made meanwhile is seen by the first compare.
+        self._observer = self._observe()
+        self._changed.set()
         interval = self.reload_interval * (self.SAFETY_POLLS if self._observer is not None else 1)
         while not self._stop.is_set():
             if self._changed.wait(interval):
