@@ -251,49 +251,38 @@ def test_the_signature_changes_on_any_edit(population):
     assert signature([population]) == before
 
 
-def test_the_watcher_reloads_on_any_edit(population):
+def _assert_every_edit_reloaded(population, interval, wait):
+    """A watching Population swaps in a new set after each of _edits, within `wait` seconds."""
     import logging
 
     from sandbox import fixtures
     from sandbox.spec import load_specs
     operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
-    served = fixtures.Population([population], operations, 0.05, logging.getLogger("test"))
+    served = fixtures.Population([population], operations, interval, logging.getLogger("test"))
     served.start_watching()
     try:
         for what, edit in _edits(population):
             before = served.current
             time.sleep(0.05)
             edit()
-            deadline = time.time() + 5
+            deadline = time.time() + wait
             while served.current is before and time.time() < deadline:
                 time.sleep(0.02)
             assert served.current is not before, what
     finally:
         served.stop_watching()
+
+
+def test_the_watcher_reloads_on_any_edit(population):
+    _assert_every_edit_reloaded(population, 0.05, wait=5)
 
 
 def test_the_watcher_is_woken_by_the_kernel_s_change_notifications(population, monkeypatch):
     """No poll can be the cause here (the next one is hours away): the edits are noticed because
     the folders are watched, a new folder's files included."""
-    import logging
-
     from sandbox import fixtures
-    from sandbox.spec import load_specs
     monkeypatch.setattr(fixtures.Population, "SAFETY_POLLS", 100_000)
-    operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
-    served = fixtures.Population([population], operations, 0.1, logging.getLogger("test"))
-    served.start_watching()
-    try:
-        for what, edit in _edits(population):
-            before = served.current
-            time.sleep(0.05)
-            edit()
-            deadline = time.time() + 30
-            while served.current is before and time.time() < deadline:
-                time.sleep(0.02)
-            assert served.current is not before, what
-    finally:
-        served.stop_watching()
+    _assert_every_edit_reloaded(population, 0.1, wait=30)
 
 
 def test_parsed_case_files_kept_between_starts_never_hide_an_edit(population, monkeypatch, tmp_path):
