@@ -75,7 +75,9 @@ class Pipeline:
             return self._error(op, error, "auth")  # no caller: neither counted nor journaled
 
         case = near_miss = fault = None
-        looked_up = False  # whether the answer depends on the runtime personas (a case was looked up)
+        # The runtime personas' version the answer depends on (None: no case was looked up). Read
+        # before the lookup: another thread may rebuild the index meanwhile, never to an older set.
+        personas_version = None
         stage = "auth"  # which Content-Type production gives the answer (transport.content_type)
         try:
             held = self.catalogue.authorize(identity, op.operation_id)
@@ -93,7 +95,7 @@ class Pipeline:
                 status, body = self._provider_fault(op, "rate_limited")
                 headers = {}
             else:
-                looked_up = True
+                personas_version = self._personas_version()
                 status, body, headers, case, near_miss = self._lookup(op, identity, request.args, held)
         except ApiError as error:
             if error.kind == "store_unavailable":  # the store just failed: do not wait on it again
@@ -107,8 +109,7 @@ class Pipeline:
                 headers.update(transport.cache_headers())
             entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
             call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
-            if looked_up and self.personas is not None:
-                call.personas_version = self.personas.version
+            call.personas_version = personas_version
             try:
                 decision = self.limiter.judge(call, *self.store.count(call))
                 break
@@ -117,6 +118,7 @@ class Pipeline:
                     self.personas.refresh(moved.version)
                 except ApiError as error:
                     return self._error(op, error, "auth")
+                personas_version = self._personas_version()
                 status, body, headers, case, near_miss = self._lookup(op, identity, request.args, held)
             except StoreUnavailable:
                 return self._error(op, ApiError("store_unavailable"), "auth")
@@ -139,6 +141,9 @@ class Pipeline:
     def _error(self, op, error: ApiError, stage: str) -> tuple[int, bytes, dict]:
         status, payload = errors.render(error, op.v3)
         return status, errors.dumps(payload), {**error.headers, "Content-Type": transport.content_type(op.v3, stage)}
+
+    def _personas_version(self):
+        return self.personas.version if self.personas is not None else None
 
     def _lookup(self, op, identity, args, held):
         """The case the call asks for (runtime persona, fixture, or none) and its answer."""

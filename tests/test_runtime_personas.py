@@ -234,6 +234,26 @@ def test_delete_by_its_creator_and_anyone_for_a_global_one(client):
     assert client.delete(f"/sandbox/personas/{V3_DEFAULT}", headers=v2_headers(mine)).status_code == 404
 
 
+def test_an_answer_worked_out_while_another_thread_rebuilt_the_index_is_worked_out_again(make_app, monkeypatch):
+    """Worker A's index predates a persona worker B created; while A looks a call up, another of
+    A's threads rebuilds A's index. The answer A worked out from the old index is not the one sent."""
+    worker_a, worker_b = make_app(ip_rate_limit="off"), make_app(ip_rate_limit="off")  # one store
+    token = token_for()
+    assert call_v3(worker_a.test_client(), token).status_code == 404  # A's index built, without zoe
+    status, persona = create(worker_b.test_client(), token, zoe())
+    assert status == 201
+    personas = worker_a.extensions["sandbox"].personas
+    look_up = personas.match
+
+    def match_while_another_thread_rebuilds(*args):
+        found = look_up(*args)
+        personas.refresh(personas.store.personas_version())
+        return found
+    monkeypatch.setattr(personas, "match", match_while_another_thread_rebuilds)
+    answer = call_v3(worker_a.test_client(), token)
+    assert (answer.status_code, answer.headers["X-Sandbox-Case"]) == (200, f"runtime/{persona['id']}")
+
+
 # --- every worker, every host ------------------------------------------------------------------------
 def served_cases(url, token, identifiant, calls=60):
     """X-Sandbox-Case of `calls` calls, each on a fresh connection, 8 at a time (both workers answer)."""
