@@ -328,22 +328,14 @@ def resolve(node, day: datetime.date, strict: bool = True):
             if strict:
                 raise
             return node
-    if isinstance(node, dict):
-        out = None
-        for key, value in node.items():
+    if isinstance(node, (dict, list)):
+        mapping = isinstance(node, dict)
+        out = None  # copied at the first change only: a payload without dates is returned as is
+        for key, value in (node.items() if mapping else enumerate(node)):
             new = resolve(value, day, strict)
             if new is not value:
                 if out is None:
-                    out = dict(node)
+                    out = dict(node) if mapping else list(node)
                 out[key] = new
-        return node if out is None else out
-    if isinstance(node, list):
-        out = None
-        for index, value in enumerate(node):
-            new = resolve(value, day, strict)
-            if new is not value:
-                if out is None:
-                    out = list(node)
-                out[index] = new
         return node if out is None else out
     return node
