@@ -182,8 +182,8 @@ def start_bare(port: int, log_path: Path) -> Server:
 def mint_tokens(count: int) -> list[str]:
     """`count` tokens: half hold every scope, half every scope but one per route of the mix
     (so the scope mask really removes fields), each still admitted on every route."""
-    from sandbox.auth import mint
-    from sandbox.scopes import ScopeCatalogue
+    from sandbox.api.auth import mint
+    from sandbox.production.scopes import ScopeCatalogue
     catalogue = ScopeCatalogue()
     every = catalogue.all_scopes()
     dropped = set()

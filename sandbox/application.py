@@ -15,17 +15,18 @@ from flask_cors import CORS
 from flask_cors.core import get_cors_headers, get_cors_options
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import errors, transport
-from .api import ApiApp, Pipeline
-from .auth import Authenticator
-from .errors import ApiError
-from .fixtures import Population
-from .journal import Journal
-from .personas import RuntimePersonas
-from .ratelimit import RateLimiter
-from .scopes import ScopeCatalogue
+from .production import errors
+from .api import transport
+from .api.pipeline import ApiApp, Pipeline
+from .api.auth import Authenticator
+from .production.errors import ApiError
+from .population.fixtures import Population
+from .api.journal import Journal
+from .population.runtime import RuntimePersonas
+from .api.ratelimit import RateLimiter
+from .production.scopes import ScopeCatalogue
 from .settings import ConfigError, Settings
-from .spec import load_specs
+from .production.spec import load_specs
 from .store import StoreUnavailable, open_store
 
 logger = logging.getLogger("sandbox")
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None, start: bool = True):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.extensions["sandbox"] = sandbox
-    from . import docs, franceconnect, routes
+    from .tryit import docs
+    from . import franceconnect, routes
     app.register_blueprint(routes.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(franceconnect.blueprint(sandbox))

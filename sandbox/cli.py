@@ -32,7 +32,7 @@ class LazyGroup(click.Group):
 
 
 # `airtable` is imported only when used: `serve` starts without it. Subcommands inherit -h.
-@click.group(cls=LazyGroup, lazy={"airtable": ".airtable_cli:airtable"},
+@click.group(cls=LazyGroup, lazy={"airtable": ".airtable.cli:airtable"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="particulier-sandbox", prog_name="particulier-sandbox")
 def main():
@@ -82,7 +82,7 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)
-        from .ratelimit import parse_rate
+        from .api.ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
             parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built
         from .application import create_app
@@ -101,8 +101,8 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data folder holding the generated secret.")
 def token(scopes, ttl, token_secret, data_dir):
     """Print one new token (usable on v2 and v3), minted offline."""
-    from .auth import mint
-    from .scopes import ScopeCatalogue
+    from .api.auth import mint
+    from .production.scopes import ScopeCatalogue
     settings = _settings(token_secret=token_secret, data_dir=data_dir)
     known = ScopeCatalogue().all_scopes()
     unknown = sorted(set(scopes) - set(known))
@@ -127,8 +127,8 @@ def fixtures():
 @click.option("--summary", is_flag=True, help="Also print, per operation, its cases and their statuses.")
 def fixtures_check(specs, fixture_dirs, summary):
     """Check every fixture against the spec: one line per problem, exit 1 when any."""
-    from . import fixtures as fixture_module
-    from .spec import load_specs
+    from .population import fixtures as fixture_module
+    from .production.spec import load_specs
     settings = _settings(specs=tuple(specs) or None, fixtures=tuple(fixture_dirs) or None)
     try:
         operations = load_specs(settings.specs).by_operation_id()
@@ -152,7 +152,7 @@ def fixtures_check(specs, fixture_dirs, summary):
 
 
 def _operations(specs):
-    from .spec import load_specs
+    from .production.spec import load_specs
     try:
         return load_specs(_settings(specs=tuple(specs) or None).specs).by_operation_id()
     except ConfigError as exc:
@@ -176,7 +176,7 @@ def fixtures_new(operation, like, name, output, specs, fixture_dirs):
 
     From the operation's 200 schema (every field, dates as {{ today }}), or a copy of --like
     CASE. Edit its params and payload, then run `fixtures check`."""
-    from . import scaffold
+    from .population import scaffold
     operations = _operations(specs)
     dirs = _settings(fixtures=tuple(fixture_dirs) or None).fixtures
     try:
@@ -187,7 +187,7 @@ def fixtures_new(operation, like, name, output, specs, fixture_dirs):
             text = source.read_text()
             path = scaffold.free_name(folder, name or f"{source.stem}_copie")
         else:
-            from .fixtures import load
+            from .population.fixtures import load
             existing = load(dirs, operations)
             doc = scaffold.new_case(op, existing)
             text = scaffold.case_text(doc)
@@ -200,7 +200,7 @@ def fixtures_new(operation, like, name, output, specs, fixture_dirs):
     import yaml
     for where, message in scaffold.check(op, yaml.safe_load(text), operations):
         click.echo(f"{path}: {where}: {message}", err=True)
-    from .fixtures import case_key
+    from .population.lookup import case_key
     if like:
         click.echo(f"same params as {source.name}: change them, or {source.name} keeps answering", err=True)
     elif case_key(doc["params"]) in existing.cases.get(op.operation_id, {}):
@@ -224,26 +224,27 @@ def fixtures_export(target, fmt, only, day, base_url, specs, fixture_dirs):
 
     One folder per operation, one file per case (params, status, payload as a JSON string) and
     a README.md per folder with each case's parameters, answer and curl line."""
-    from . import dates, fixtures as fixture_module, scaffold
+    from .population import fixtures as fixture_module, scaffold
+    from .production import clock
     operations = _operations(specs)
     unknown = sorted(set(only) - set(operations) - {fixture_module.FRANCE_CONNECT})
     if unknown:
         click.echo(f"particulier-sandbox: no operation {', '.join(unknown)}", err=True)
         sys.exit(2)
-    previous = dates._FROZEN
+    previous = clock._FROZEN
     if day:
-        dates.freeze(day.date())  # descriptions and payloads alike, for this export only
+        clock.freeze(day.date())  # descriptions and payloads alike, for this export only
     try:
         dirs = _settings(fixtures=tuple(fixture_dirs) or None).fixtures
         loaded = fixture_module.load(dirs, operations)
         for problem in loaded.fatal:
             click.echo(f"not exported: {problem}", err=True)
-        written = scaffold.export_staging(loaded, operations, dirs, target, dates.today(), set(only),
+        written = scaffold.export_staging(loaded, operations, dirs, target, clock.today(), set(only),
                                           base_url or scaffold.STAGING_URL)
         click.echo(f"{len(written)} case file(s) written to {target} (relative dates resolved on "
-                   f"{dates.today().isoformat()})")
+                   f"{clock.today().isoformat()})")
     finally:
-        dates.freeze(previous)
+        clock.freeze(previous)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
-from . import auth as auth_module
-from . import transport
-from . import personas as persona_rules
-from .errors import ApiError
+from .api import auth as auth_module
+from .api import transport
+from .population import runtime as persona_rules
+from .production.errors import ApiError
 
 MAX_TTL = 10 * 365 * 86400
 MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; more is a mistake or an attack
@@ -46,7 +46,7 @@ def ping():
 @bp.get("/api/caf/famille")
 @bp.get("/api/impots/svair")
 def retired_v1():
-    """Production's retired routes outside any spec: 410 and its text (transport.RETIRED)."""
+    """Production's retired routes outside any spec: 410 and its text (production/retired.py)."""
     status, body, headers = transport.retired_answer(request.path)
     response = Response(body, status, headers)
     del response.headers["Content-Type"]  # production sends none
@@ -183,5 +183,5 @@ def scopes():
 
 @bp.get("/openapi.yml")
 def openapi():
-    # the merged spec, with the examples the /docs page pre-fills (sandbox/examples.py)
+    # the merged spec, with the examples the /docs page pre-fills (sandbox/tryit/examples.py)
     return Response(current_app.extensions["docs_spec"].yaml(), 200, content_type="application/yaml; charset=utf-8")

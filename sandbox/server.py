@@ -53,7 +53,7 @@ def banner(settings: Settings) -> str:
 
 
 def post_fork(server, worker):
-    from .errors import install_server_error_pages
+    from .production.errors import install_server_error_pages
     install_server_error_pages()
     sandbox = getattr(worker.app.wsgi(), "extensions", {}).get("sandbox")
     if sandbox is not None:  # at once, not on the first call: an idle worker follows fixture edits too

@@ -62,7 +62,7 @@ class Settings:
     token_secret: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     rate_limit: str | None = None  # one per-token limit for every version, instead of the profile's
-    rate_limit_profile: str = "production"  # sandbox/data/rate_limits.yml: production, pr416
+    rate_limit_profile: str = "production"  # sandbox/production/data/rate_limits.yml: production, pr416
     provider_limits: bool = True  # providers' own limits (CNAV: 100/minute per person and route)
     ip_rate_limit: str = "1000/minute"
     sandbox_rate_limit: str = "100/second"
@@ -70,7 +70,7 @@ class Settings:
     static_tokens: dict = field(default_factory=dict)
     cors_origins: str = ""  # browser origins allowed beyond production's own (comma-separated)
     strict: bool = False    # refuse to start on any fixture problem, schema problems included
-    serve_retired: bool = False  # keep serving the CAF v1 route production retired (transport.RETIRED)
+    serve_retired: bool = False  # keep serving the CAF v1 route production retired (production/retired.py)
     journal_size: int = 1000
     reload_interval: float = 1.0
     airtable_sync: float | None = None

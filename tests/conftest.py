@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from sandbox import Settings, create_app
-from sandbox.auth import mint
+from sandbox.api.auth import mint
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -99,7 +99,7 @@ def client(app):
 
 
 def token_for(scopes=None, ttl=3600, secret=SECRET):
-    from sandbox.scopes import ScopeCatalogue
+    from sandbox.production.scopes import ScopeCatalogue
     value, _ = mint(secret, scopes if scopes is not None else ScopeCatalogue().all_scopes(), ttl)
     return value
 

@@ -22,7 +22,7 @@ from sandbox.airtable.common import SyncError, same
 from sandbox.airtable.files import case_files, read_case, synced_folders
 from sandbox.airtable.sync import Syncer
 from sandbox.settings import BUNDLED_FIXTURES, BUNDLED_SPEC
-from sandbox.spec import load_specs
+from sandbox.production.spec import load_specs
 
 TOKEN = "patSandboxTest.7f3c9a1e5b2d4c6e8f0a1b3c5d7e9f1a"
 BASE = "appSandboxTest001"

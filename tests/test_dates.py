@@ -1,4 +1,4 @@
-"""Relative dates in fixtures (sandbox/dates.py): the grammar on frozen days, `fixtures check`,
+"""Relative dates in fixtures (sandbox/population/dates.py): the grammar on frozen days, `fixtures check`,
 the answers of a sandbox whose clock is frozen years from now, and the Airtable round trip."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from sandbox import dates
+from sandbox.population import dates
+from sandbox.production import clock
 from sandbox.airtable.cells import from_record
 from sandbox.cli import main
 
@@ -115,16 +116,16 @@ def test_plain_payloads_are_untouched_and_resolution_shares_what_has_no_template
 
 
 def test_the_clock_is_frozen_by_the_environment(monkeypatch):
-    monkeypatch.setattr(dates, "_FROZEN", D(2031, 3, 15))
-    assert dates.today() == D(2031, 3, 15)
-    monkeypatch.setattr(dates, "_FROZEN", None)
-    assert abs((dates.today() - datetime.date.today()).days) <= 1  # Paris's day, not the host's
+    monkeypatch.setattr(clock, "_FROZEN", D(2031, 3, 15))
+    assert clock.today() == D(2031, 3, 15)
+    monkeypatch.setattr(clock, "_FROZEN", None)
+    assert abs((clock.today() - datetime.date.today()).days) <= 1  # Paris's day, not the host's
 
 
 def test_a_case_resolves_once_per_day(tmp_path):
-    from sandbox import fixtures as fixture_module
+    from sandbox.population import fixtures as fixture_module
     from sandbox.settings import BUNDLED_SPEC
-    from sandbox.spec import load_specs
+    from sandbox.production.spec import load_specs
     operations = load_specs([BUNDLED_SPEC]).by_operation_id()
     folder = tmp_path / "fx" / "api_particulier_v3_cnav_quotient_familial_with_civility"
     shutil.copytree(FIXTURES / folder.name, folder)
@@ -172,7 +173,7 @@ AGES_OUT = ("api_particulier_v3_dsnj_service_national_with_civility/", "api_part
 
 def test_the_bundled_population_checks_clean_on_days_years_apart(monkeypatch):
     for day in (D(2029, 2, 28), D(2031, 3, 15), D(2032, 2, 29), D(2035, 9, 1)):
-        monkeypatch.setattr(dates, "_FROZEN", day)
+        monkeypatch.setattr(clock, "_FROZEN", day)
         result = CliRunner().invoke(main, ["fixtures", "check"])
         problems = [line for line in result.output.splitlines() if ": $" in line]
         unexpected = [line for line in problems if not (any(folder in line for folder in AGES_OUT)
@@ -204,7 +205,7 @@ def test_in_2031_the_bundled_population_still_answers_current_rights(make_app, m
     `date_fin`, last `paiements[].date_versement` last month; C2S `date_debut_droit` in the past and
     v2 `dateFin` in the future; RSA `date_debut_droit` within two years; service civique
     `statut_actuel` contract running today; sportif de haut niveau `periode` covering today."""
-    monkeypatch.setattr(dates, "_FROZEN", FAR)
+    monkeypatch.setattr(clock, "_FROZEN", FAR)
     client = make_app(rate_limit="off", ip_rate_limit="off").test_client()
     checked = []
 

@@ -1,9 +1,9 @@
-"""The compiled parameter checkers (Operation.check_spec, sandbox/spec.py) accept and reject
+"""The compiled parameter checkers (Operation.check_spec, sandbox/production/spec.py) accept and reject
 exactly what openapi-core accepts and rejects, on generated requests for every API operation
 of the bundled spec.
 
 Since issue 16 these checkers serve only the routes no production rule governs (a spec a user
-loads); the bundled routes are checked by production's own rules (sandbox/validation_rules.py,
+loads); the bundled routes are checked by production's own rules (sandbox/production/validation_rules.py,
 tests/production/). They stay tested here on every bundled operation, the widest input there is.
 
 openapi-core is the independent reading of the spec. The sandbox adds two cross-parameter
@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import Headers, MultiDict
 
-from sandbox import validation_rules
-from sandbox.errors import ApiError
-from sandbox.spec import CIVIL_STATUS_NAMES, is_siret, load_specs
+from sandbox.production import validation_rules
+from sandbox.production.errors import ApiError
+from sandbox.production.spec import CIVIL_STATUS_NAMES, is_siret, load_specs
 
 from .conftest import ROOT
 
@@ -61,7 +61,7 @@ def sandbox_accepts(op, query, headers) -> bool:
     return True
 
 
-# --- the cross-parameter rules, worked out independently of sandbox/spec.py -------------------
+# --- the cross-parameter rules, worked out independently of sandbox/production/spec.py -------------------
 def luhn_siret(value: str) -> bool:
     if not re.fullmatch(r"[0-9]{14}", value):
         return False

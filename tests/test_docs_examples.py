@@ -1,4 +1,4 @@
-"""The examples the "try it" page pre-fills (sandbox/examples.py), read from /openapi.yml as
+"""The examples the "try it" page pre-fills (sandbox/tryit/examples.py), read from /openapi.yml as
 Swagger UI reads them: sent as they are, they answer 200 with the payload the page shows, and
 each error status shows the body the sandbox really sends."""
 from __future__ import annotations

@@ -11,10 +11,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from sandbox import dates, scaffold
+from sandbox.population import scaffold
+from sandbox.production import clock
 from sandbox.cli import main
 from sandbox.settings import BUNDLED_SPEC
-from sandbox.spec import load_specs
+from sandbox.production.spec import load_specs
 
 from .conftest import RECIPIENT, ROOT, token_for, v2_headers, v3_headers
 
@@ -63,7 +64,7 @@ def test_new_writes_a_case_that_checks_clean_and_is_served(tmp_path, make_app):
     response = call(client, OPERATIONS[QF], doc["params"])
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.headers["X-Sandbox-Case"] == f"{QF}/200_nouveau.yaml"
-    assert response.get_json()["data"]["quotient_familial"]["annee"] == dates.today().year
+    assert response.get_json()["data"]["quotient_familial"]["annee"] == clock.today().year
 
 
 def test_new_like_copies_a_case_with_its_relative_dates(tmp_path):
@@ -112,7 +113,7 @@ def test_export_writes_the_staging_layout_with_dates_resolved(tmp_path):
 @pytest.mark.slow  # exports, reloads and calls the whole bundled population: about 20 s
 def test_exported_cases_load_back_and_answer_the_same(tmp_path, make_app, monkeypatch):
     day = datetime.date(2031, 3, 15)
-    monkeypatch.setattr(dates, "_FROZEN", day)
+    monkeypatch.setattr(clock, "_FROZEN", day)
     out = tmp_path / "out"
     result = run("export", str(out), *[a for op in EXPORTED for a in ("--operation", op)])
     assert result.exit_code == 0, result.stderr

@@ -240,7 +240,7 @@ def _edits(population):
 
 
 def test_the_signature_changes_on_any_edit(population):
-    from sandbox.fixture_files import signature
+    from sandbox.population.files import signature
     for what, edit in _edits(population):
         before = signature([population])
         time.sleep(0.05)  # the kernel stamps times on a coarse clock: an edit in the same tick looks the same
@@ -255,8 +255,8 @@ def _assert_every_edit_reloaded(population, interval, wait):
     """A watching Population swaps in a new set after each of _edits, within `wait` seconds."""
     import logging
 
-    from sandbox import fixtures
-    from sandbox.spec import load_specs
+    from sandbox.population import fixtures
+    from sandbox.production.spec import load_specs
     operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
     served = fixtures.Population([population], operations, interval, logging.getLogger("test"))
     served.start_watching()
@@ -280,7 +280,7 @@ def test_the_watcher_reloads_on_any_edit(population):
 def test_the_watcher_is_woken_by_the_kernel_s_change_notifications(population, monkeypatch):
     """No poll can be the cause here (the next one is hours away): the edits are noticed because
     the folders are watched, a new folder's files included."""
-    from sandbox import fixtures
+    from sandbox.population import fixtures
     monkeypatch.setattr(fixtures.Population, "SAFETY_POLLS", 100_000)
     _assert_every_edit_reloaded(population, 0.1, wait=30)
 
@@ -290,8 +290,8 @@ def test_parsed_case_files_kept_between_starts_never_hide_an_edit(population, mo
     but an edit of any kind, or a broken cache, still gives what the files say."""
     import os
 
-    from sandbox import fixtures
-    from sandbox.spec import load_specs
+    from sandbox.population import fixtures
+    from sandbox.production.spec import load_specs
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
 

@@ -39,11 +39,11 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from sandbox import fixtures as fixture_module
-from sandbox import transport
-from sandbox.scopes import ScopeCatalogue
+from sandbox.population import fixtures as fixture_module
+from sandbox.api import transport
+from sandbox.production.scopes import ScopeCatalogue
 from sandbox.settings import BUNDLED_FIXTURES
-from sandbox.spec import load_specs
+from sandbox.production.spec import load_specs
 
 from .conftest import RECIPIENT, REFERENCE, ROOT, SECRET, Server, free_port, require_reference, token_for
 
@@ -169,7 +169,7 @@ PRODUCTION_TEXTS = {transport.unknown_route_answer()[1].decode()} | {text for te
 def errors_in_the_routes_format(ctx, response, case):
     """Every 4xx/5xx body is the called route's own error format, or one of the plain-text
     answers production gives before any route runs (an unknown route or method: 404; a retired
-    route: 410; sandbox/transport.py)."""
+    route: 410; sandbox/api/transport.py)."""
     if response.status_code < 400:
         return None
     if not (_header(response, "Content-Type") or "").startswith(("application/json", "application/vnd.api+json")):
@@ -199,9 +199,9 @@ NOT_EXPRESSIBLE = ("00210", "ne peut pas être combiné avec des paramètres d'�
 
 
 def _production_refusal(response) -> bool:
-    """A refusal by one of production's own parameter rules (sandbox/validation_rules.py, tested
+    """A refusal by one of production's own parameter rules (sandbox/production/validation_rules.py, tested
     against production's specs in tests/production/): its code's text, in the route's format."""
-    from sandbox.validation_rules import PARAMETER_ERRORS
+    from sandbox.production.validation_rules import PARAMETER_ERRORS
     details = {e["detail"] for e in PARAMETER_ERRORS.values()}
     body = json.loads(response.content)
     if "errors" in body and isinstance(body["errors"], list) and body["errors"]:
@@ -351,7 +351,7 @@ def _raw_params(op) -> dict:
     return {p.get("name"): p for p in op.raw.get("parameters", [])}
 
 
-# What production's own rules require beyond the spec (sandbox/validation_rules.py): a birth
+# What production's own rules require beyond the spec (sandbox/production/validation_rules.py): a birth
 # name, first names, a birth date of someone 16 to 25 (DSNJ), a birth country, a digits-only
 # SDH identifiant, a school year and an establishment (MEN).
 PRODUCTION_BASELINE = {

@@ -8,10 +8,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from sandbox import dates
+from sandbox.population import dates
+from sandbox.production import clock
 from sandbox.cli import main
-from sandbox.fixtures import canonical_identity, identity_agrees
-from sandbox.reachability import request_query
+from sandbox.population.lookup import canonical_identity, identity_agrees
+from sandbox.population.calls import request_query
 
 from .conftest import RECIPIENT, ROOT, token_for, v2_headers, v3_headers
 
@@ -132,7 +133,7 @@ def _login_as(client, sandbox, case):
 def _answered(sandbox, case):
     """The case's payload as production's serializers send it to a token holding every scope
     (a field no scope reveals, like the QF v2 `regime`, is never sent)."""
-    payload = case.payload_on(dates.today())
+    payload = case.payload_on(clock.today())
     scopes = sandbox.catalogue.get(case.operation_id)
     if case.status != 200 or scopes is None:
         return payload
@@ -153,7 +154,7 @@ def _Args(case):
 
 
 def _identity_names():
-    from sandbox.fixtures import IDENTITY_PARAMS
+    from sandbox.population.lookup import IDENTITY_PARAMS
     return IDENTITY_PARAMS | {"prenoms[]"}
 
 

@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from sandbox import ConfigError
-from sandbox.auth import mint
-from sandbox.errors import V2_RATE_LIMITED
-from sandbox.scopes import ScopeCatalogue
+from sandbox.api.auth import mint
+from sandbox.production.errors import V2_RATE_LIMITED
+from sandbox.production.scopes import ScopeCatalogue
 
 from .conftest import RECIPIENT, SECRET, token_for
 

@@ -15,8 +15,8 @@ import pytest
 import redis
 import requests
 
-from sandbox.auth import mint
-from sandbox.scopes import ScopeCatalogue
+from sandbox.api.auth import mint
+from sandbox.production.scopes import ScopeCatalogue
 
 from .conftest import SECRET, free_port, token_for
 from .test_ratelimit import V2_PATH, V3_PATH, assert_exact, burst, rhythm_fixtures

@@ -160,8 +160,8 @@ def test_a_relative_date_that_does_not_parse_is_refused_naming_the_field(client)
 def test_a_relative_date_is_resolved_on_the_day_of_the_answer(client, monkeypatch):
     import datetime
 
-    from sandbox import dates
-    monkeypatch.setattr(dates, "_FROZEN", datetime.date(2031, 3, 15))
+    from sandbox.production import clock
+    monkeypatch.setattr(clock, "_FROZEN", datetime.date(2031, 3, 15))
     mine = token_for()
     create(client, mine, {**zoe(), "payload": {"data": {"inscription": {"date_debut": "{{ first day of last month }}"}}}})
     assert call_v3(client, mine).get_json()["data"]["inscription"]["date_debut"] == "2031-02-01"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import Settings, create_app, dates
+from sandbox import Settings, create_app
+
+from sandbox.production import clock
 
 from .conftest import RECIPIENT, SECRET, token_for, v2_headers, v3_headers
 
@@ -19,7 +21,7 @@ def app(tmp_path_factory):
 
 def _payload(case):
     """What the case answers today (its relative dates resolved)."""
-    return case.payload_on(dates.today())
+    return case.payload_on(clock.today())
 
 # route -> {scope: the top-level fields (under `data` on v3) that this scope alone leaves}
 EXPECTED = {

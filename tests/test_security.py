@@ -22,7 +22,7 @@ import jwt
 import pytest
 import requests
 
-from sandbox import auth as auth_module
+from sandbox.api import auth as auth_module
 
 from .conftest import RECIPIENT, SECRET, Server, free_port, token_for
 
@@ -181,7 +181,7 @@ def test_tokens_are_recognised_whole_and_anything_else_is_refused_cleanly(near):
     """In process, so a refusal is seen as the API's error (never a TypeError or a 500): the
     declared opaque token and a cached JWT are accepted as they are, and a near miss of either,
     non-ASCII included, is an unknown token."""
-    from sandbox.errors import ApiError
+    from sandbox.production.errors import ApiError
     authenticator = auth_module.Authenticator(SECRET, {OPAQUE: ("pole_emploi_identite",)}, lambda token: None)
     assert authenticator.verify(OPAQUE).scopes == frozenset({"pole_emploi_identite"})
     genuine = token_for()
@@ -352,7 +352,7 @@ def test_every_answer_says_nosniff_and_docs_answers_carry_a_csp(server):
 def _clean_refusal(status, headers, body, allowed=(400, 404, 413, 414, 422, 431)):
     assert status in allowed, (status, body[:300])
     assert headers.get("X-Content-Type-Options") == "nosniff", headers
-    # JSON, or JSON:API on v3 answers as production sends them (sandbox/transport.py)
+    # JSON, or JSON:API on v3 answers as production sends them (sandbox/api/transport.py)
     assert headers.get("Content-Type", "").startswith(("application/json", "application/vnd.api+json")), headers
     parsed = json.loads(body)
     assert set(parsed) == {"error", "reason", "message"} or set(parsed) == {"errors"}, parsed

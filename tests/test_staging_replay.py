@@ -13,23 +13,26 @@ import pytest
 import requests
 import yaml
 
-from sandbox import fixtures as fixture_module
-from sandbox.scopes import ScopeCatalogue, prune
-from sandbox.spec import load_specs
+from sandbox.population import fixtures as fixture_module
+from sandbox.population import lookup
+from sandbox.production.scopes import ScopeCatalogue, prune
+from sandbox.production.spec import load_specs
 
-from sandbox import transport, validation_rules
-from sandbox.errors import ParameterErrors
+from sandbox.api import transport
+
+from sandbox.production import validation_rules
+from sandbox.production.errors import ParameterErrors
 
 from .conftest import RECIPIENT, require_reference, token_for
 
 FC_PARAM_NAMES = {"given_name", "family_name", "birthdate", "gender", "birthplace"}
-IDENTITY_PARAMS = fixture_module.IDENTITY_PARAMS | {"prenoms[]"}
+IDENTITY_PARAMS = lookup.IDENTITY_PARAMS | {"prenoms[]"}
 
 
 
 
 def _identity(params: dict) -> dict:
-    canon = fixture_module.canonical_identity(params)
+    canon = lookup.canonical_identity(params)
     identity = {"active": True, "scope": " ".join(["openid"] + ScopeCatalogue().all_scopes()),
                 "family_name": params.get("family_name") or _first(params, "nomNaissance", "nom")}
     if "prenoms" in canon:
@@ -104,7 +107,7 @@ REFUSED_REASONS = {
 
 
 def production_refuses(op, query, headers) -> bool:
-    """Production's own parameter rules (sandbox/validation_rules.py, tested against production's
+    """Production's own parameter rules (sandbox/production/validation_rules.py, tested against production's
     specs in tests/production/): real validation runs first, it is never mocked."""
     from werkzeug.datastructures import Headers, MultiDict
     france_connect = op.france_connect and headers.get("Authorization", "").startswith("Bearer ") and not op.v3

@@ -27,4 +27,6 @@ The package, one focused module per part (each says what it is and why):
 
 pyairtable is imported lazily (client.py): it is slow to import and only the sync needs it. Import
 what you need from its module (`from sandbox.airtable.pull import pull`): this file exports nothing.
+
+May import: production/, population/, settings; never api/ nor the application.
 """

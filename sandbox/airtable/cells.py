@@ -13,7 +13,7 @@ import re
 
 import yaml
 
-from ..spec import _Loader
+from ..production.spec import _Loader
 from .common import SyncError, same
 
 CASE, TYPES, STATUS = "case", "_types", "status"

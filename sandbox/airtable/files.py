@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import fixtures as fixture_module
-from ..fixture_files import read_case_file
-from ..spec import _Loader
+from ..population import fixtures as fixture_module
+from ..population.files import read_case_file
+from ..production.spec import _Loader
 from .common import SyncError, same
 
 FRANCE_CONNECT = fixture_module.FRANCE_CONNECT

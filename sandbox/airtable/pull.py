@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import fixtures as fixture_module
+from ..population import fixtures as fixture_module
 from .cells import CASE, column_order, from_record
 from .client import PAGE_SIZE, _NoProgress, connect, read_schema, talking_to_airtable
 from .common import SyncError, same

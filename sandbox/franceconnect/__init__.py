@@ -3,6 +3,8 @@ integration environment, whose citizens are the sandbox's personas (docs/francec
 
 `blueprint(sandbox)` builds the provider once, at start-up (signing key, clients; the citizen
 directory on first use), hands its token check to the API's authenticator, and returns the Flask blueprint.
+
+May import: api/ (the Identity a token carries), production/, population/, store/, settings.
 """
 from __future__ import annotations
 

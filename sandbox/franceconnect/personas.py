@@ -17,7 +17,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..fixtures import IDENTITY_FIELDS, canonical_identity, identity_agrees, other_params
+from ..population.lookup import IDENTITY_FIELDS, canonical_identity, identity_agrees, other_params
 
 CLAIMS = ("given_name", "given_name_array", "family_name", "birthdate", "gender", "birthplace",
           "birthcountry", "preferred_username", "email")

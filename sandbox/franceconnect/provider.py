@@ -12,8 +12,8 @@ import hashlib
 import secrets
 import time
 
-from ..auth import Identity
-from ..errors import ApiError
+from ..api.auth import Identity
+from ..production.errors import ApiError
 from ..store import StoreUnavailable
 from . import keys
 from .clients import parse_clients

@@ -10,7 +10,7 @@ Tables (LMDB named databases):
 - revoked: jti -> revocation time;
 - journal: (owner, row number) -> entry JSON, the newest `journal_size` rows of each owner;
 - meta: the last row number given, each owner's row count, and the runtime personas' version;
-- personas: persona id -> expiry (8-byte float, +inf: none) + the persona's JSON (sandbox.personas).
+- personas: persona id -> expiry (8-byte float, +inf: none) + the persona's JSON (sandbox.population.runtime).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lmdb
 
-from . import Call, Health, Hit, PersonasMoved, StoreUnavailable, refused_entry
+from .calls import Call, Health, Hit, PersonasMoved, StoreUnavailable, refused_entry
 
 # LMDB allows one open environment per file and process (its locks belong to the process), and
 # none may cross a fork: each process opens an environment once, whichever stores use it, and
@@ -191,7 +191,7 @@ class LmdbStore:
             txn.delete(b"n:" + owner.encode(), db=self._meta)
         self._run(delete)
 
-    # --- runtime personas (sandbox.personas) ----------------------------------------------------
+    # --- runtime personas (sandbox.population.runtime) ----------------------------------------------------
     def put_persona(self, persona_id: str, text: str, expires_at: float | None):
         def put(txn):
             self._purge_personas(txn, self.clock())

@@ -5,7 +5,7 @@ import json
 import time
 
 from ..settings import ConfigError
-from . import Call, Health, Hit, PersonasMoved, StoreUnavailable, refused_entry
+from .calls import Call, Health, Hit, PersonasMoved, StoreUnavailable, refused_entry
 
 # One round trip per API call: the revocation check, every counter, and the journal row with
 # the call's final status. Counting on the Redis server's TIME (not each host's) keeps the
@@ -150,7 +150,7 @@ class RedisStore:
     def forget(self, owner: str):
         self._call(lambda r: r.delete(self._journal_key(owner)))
 
-    # --- runtime personas (sandbox.personas) ----------------------------------------------------
+    # --- runtime personas (sandbox.population.runtime) ----------------------------------------------------
     def _persona_keys(self) -> list:
         return [self.PREFIX + "personas", self.PREFIX + "personas:expiry", self.PREFIX + "personas:version"]
 

@@ -1,4 +1,4 @@
-"""Authentication as production's code does it (sandbox/auth.py, sandbox/errors.py).
+"""Authentication as production's code does it (sandbox/api/auth.py, sandbox/production/errors.py).
 
 Each test names the production file it mirrors (path under siade/ of datagouv/apistration).
 """
@@ -102,9 +102,9 @@ def test_v2_insufficient_scopes_is_401_access_denied(client):
 def test_v2_france_connect_call_requires_a_recipient(client):
     """concerns/api_particulier/france_connectable.rb (verify_recipient_is_a_siret! if france_connect?)
     and spec/controllers/api_particulier/v2/base_controller_france_connectable_spec.rb: 400 without one."""
-    from sandbox import validation_rules
+    from sandbox.production import validation_rules
     from werkzeug.datastructures import MultiDict
-    from sandbox.errors import ParameterErrors
+    from sandbox.production.errors import ParameterErrors
     try:
         validation_rules.check("api_particulier_v2_cnav_prime_activite", False, MultiDict(), {}, france_connect=True)
     except ParameterErrors as error:

@@ -3,7 +3,7 @@
 The examples mirror production's serializer specs (siade/spec/serializers/api_particulier/): a
 set of scopes -> the keys that must show and the keys that must not. Each runs on a bundled case
 of the operation that carries every key of the example, through the sandbox's own mask
-(sandbox/scopes.py, rules in sandbox/data/operations.yml).
+(sandbox/production/scopes.py, rules in sandbox/production/data/operations.yml).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.scopes import ScopeCatalogue
+from sandbox.production.scopes import ScopeCatalogue
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CATALOGUE = ScopeCatalogue()

@@ -1,5 +1,5 @@
 """A data provider's failure answered as production answers it: status per version, code, title,
-detail and meta per provider (rules: sandbox/data/provider_errors.yml).
+detail and meta per provider (rules: sandbox/production/data/provider_errors.yml).
 
 Production files mirrored (paths under siade/): the status mapping of
 app/controllers/concerns/organizers_methods_helpers.rb (v3) and
@@ -15,8 +15,10 @@ import pytest
 import yaml
 from werkzeug.datastructures import Headers
 
-from sandbox import errors, faults, provider_errors
-from sandbox.scopes import ScopeCatalogue
+from sandbox.production import errors, provider_errors
+
+from sandbox.api import faults
+from sandbox.production.scopes import ScopeCatalogue
 
 from ..conftest import RECIPIENT, token_for, v2_headers, v3_headers
 

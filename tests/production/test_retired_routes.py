@@ -1,4 +1,4 @@
-"""Retired routes as production answers them (sandbox/transport.py, sandbox/routes.py).
+"""Retired routes as production answers them (sandbox/api/transport.py, sandbox/routes.py).
 
 Mirrors siade/config/routes/api_particulier.rb (qf_v1_gone, svair_gone) and
 siade/spec/requests/api_particulier/legacy_caf_famille_route_spec.rb.
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import Settings, transport
+from sandbox import Settings
+
+from sandbox.api import transport
 
 from ..conftest import token_for
 

@@ -1,4 +1,4 @@
-"""Texts, headers and transport as production sends them (sandbox/transport.py, sandbox/errors.py).
+"""Texts, headers and transport as production sends them (sandbox/api/transport.py, sandbox/production/errors.py).
 
 Each test names the production file it mirrors (path under siade/ of datagouv/apistration).
 """
@@ -9,7 +9,8 @@ import re
 import pytest
 from werkzeug.datastructures import Headers
 
-from sandbox import transport
+from sandbox.api import transport
+from sandbox.production import requests
 
 from ..conftest import RECIPIENT, token_for
 
@@ -22,12 +23,12 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 def test_request_id_echoes_the_clients_sanitised(sent, kept):
     """Rails' ActionDispatch::RequestId (actionpack 8.1, siade/Gemfile.lock): the client's X-Request-Id,
     stripped to [\\w-@] and 255 characters."""
-    assert transport.request_id(Headers({"X-Request-Id": sent})) == kept
+    assert requests.request_id(Headers({"X-Request-Id": sent})) == kept
 
 
 def test_request_id_is_a_uuid_when_none_is_sent():
     """ActionDispatch::RequestId: SecureRandom.uuid when the client sends none."""
-    assert UUID.fullmatch(transport.request_id(Headers()))
+    assert UUID.fullmatch(requests.request_id(Headers()))
 
 
 def test_cache_headers():
@@ -69,7 +70,7 @@ def test_unsupported_version_resolution(app):
 
 def test_unsupported_version_error_body():
     """config/errors.yml 00402 (title) and app/errors/unsupported_api_version_error.rb (404, no source)."""
-    from sandbox.errors import ApiError, render
+    from sandbox.production.errors import ApiError, render
     status, body = render(ApiError("unsupported_version", detail="La version v4 n'est pas supportée pour cet endpoint"), True)
     assert status == 404
     assert body == {"errors": [{"code": "00402", "title": "Version d'API non prise en charge",

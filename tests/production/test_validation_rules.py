@@ -1,4 +1,4 @@
-"""Parameter validation as production's code does it (sandbox/validation_rules.py).
+"""Parameter validation as production's code does it (sandbox/production/validation_rules.py).
 
 Each test names, in its docstring, the production file it mirrors (path under siade/ of
 datagouv/apistration); the examples come from production's own specs of those files
@@ -10,7 +10,7 @@ import datetime
 
 import pytest
 
-from sandbox import dates
+from sandbox.production import clock
 
 from ..conftest import RECIPIENT, token_for, v2_headers, v3_headers
 
@@ -26,7 +26,7 @@ CIVIL_OK = {"recipient": RECIPIENT, "nomNaissance": "ELDENRING", "prenoms[]": ["
 
 @pytest.fixture(autouse=True)
 def frozen_day(monkeypatch):
-    monkeypatch.setattr(dates, "today", lambda: datetime.date(2026, 4, 28))
+    monkeypatch.setattr(clock, "today", lambda: datetime.date(2026, 4, 28))
 
 
 @pytest.fixture

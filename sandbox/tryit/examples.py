@@ -14,11 +14,13 @@ import threading
 import yaml
 from werkzeug.datastructures import MultiDict
 
-from . import dates, errors
-from .errors import ApiError
-from .fixtures import request_key
+from ..population import dates
+from ..production import errors
+from ..production.errors import ApiError
+from ..population.calls import RECIPIENT
+from ..population.lookup import request_key
+from ..production import clock
 
-RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
 # The official staging's well-known keys: integrators already know them, so they come first.
 WELL_KNOWN = {"identifiant": "default", "ine": "1234567890a", "numeroallocataire": "0000354", "codepostal": "99148"}
 # Status -> the error that answers with it, when no fixture case is involved.
@@ -43,7 +45,7 @@ class DocsSpec:
     def document(self) -> dict:
         with self._lock:
             current = self.sandbox.population.current
-            built_for = (current, dates.today())  # payloads' relative dates move with the day
+            built_for = (current, clock.today())  # payloads' relative dates move with the day
             if self._built_for != built_for:  # first use, the fixtures were reloaded, or a new day
                 self._document = with_examples(self.sandbox.specs.document, self.sandbox.operations, current,
                                                self.sandbox.catalogue)
@@ -159,7 +161,7 @@ def _body(op, status, case, catalogue):
     if code == 200:
         if case is None:
             return None
-        payload = case.payload_on(dates.today())
+        payload = case.payload_on(clock.today())
         scopes = catalogue.get(op.operation_id)
         if scopes is not None:  # what a token holding every scope of the route receives
             payload = scopes.mask(payload, frozenset(scopes.scopes))

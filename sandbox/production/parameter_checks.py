@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from . import dates
+
+from . import clock
+from .requests import request_id as read_request_id  # production's request.request_id
 
 _BCN = yaml.safe_load((Path(__file__).parent / "data" / "parameter_errors.yml").read_text(encoding="utf-8"))
 BCN = {"codes_bcn_regions": frozenset(_BCN["men_bcn_regions"]),
@@ -24,8 +26,8 @@ A = re.ASCII  # Ruby's \d and \w are ASCII-only
 
 
 def today() -> datetime.date:
-    """Production's Time.zone.today (Paris); SANDBOX_TODAY or a test freezes it (sandbox/dates.py)."""
-    return dates.today()
+    """Production's Time.zone.today (Paris); SANDBOX_TODAY or a test freezes it (clock.py)."""
+    return clock.today()
 
 
 # --- Ruby's reading of values -----------------------------------------------------------------
@@ -155,8 +157,7 @@ def cnav_prenoms(p, errors, ctx):  # interactors/cnav/validate_prenoms.rb: optio
 
 
 def request_id(p, errors, ctx):  # interactors/cnav/validate_request_id.rb (ValidateUuid)
-    from .transport import request_id as make_request_id  # production's request.request_id
-    value = make_request_id(ctx["headers"])
+    value = read_request_id(ctx["headers"])
     if blank(value) or not re.fullmatch(r"[\da-f]{8}-(?:[\da-f]{4}-){3}[\da-f]{12}", value, A | re.I):
         errors.append("request_id")
 

@@ -1,6 +1,6 @@
 """Which scopes a route needs, and the data mask a token's scopes put on a payload.
 
-The catalogue (sandbox/data/operations.yml) is keyed by x-operationId, so it applies to the
+The catalogue (sandbox/production/data/operations.yml) is keyed by x-operationId, so it applies to the
 bundled spec and to the upstream specs alike. Each scope lists the fields it reveals; a
 payload keeps the union of the fields of the scopes held, as production's serializers
 (siade/app/serializers/api_particulier/) do. Besides: `always` fields show whatever the scopes

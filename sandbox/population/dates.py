@@ -17,17 +17,17 @@ A school year runs from 1 September to 31 August. Month and year arithmetic keep
 the month, clamped to the month's length (31 January + 1 month = 28 or 29 February).
 
 Templates are parsed once (a few hundred distinct texts in a whole population); a payload is
-resolved once per (case, day) by its Case (fixtures.Case.payload_on). The day is `today()`,
-frozen by SANDBOX_TODAY=YYYY-MM-DD or by a test that monkeypatches this module's `today`.
+resolved once per (case, day) by its Case (fixtures.Case.payload_on). The day is production's
+(production/clock.py), frozen by SANDBOX_TODAY=YYYY-MM-DD.
 """
 from __future__ import annotations
 
 import calendar
 import datetime
 import functools
-import os
 import re
-import time
+
+from ..production import clock
 
 SCHOOL_YEAR_STARTS = 9  # 1 September
 DOC = "see docs/fixtures.md, Relative dates"
@@ -35,50 +35,6 @@ DOC = "see docs/fixtures.md, Relative dates"
 
 class TemplateError(ValueError):
     pass
-
-
-def _frozen_day():
-    value = os.environ.get("SANDBOX_TODAY", "").strip()
-    if not value:
-        return None
-    try:
-        return datetime.date.fromisoformat(value)
-    except ValueError:
-        raise TemplateError(f"SANDBOX_TODAY={value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _paris():
-    try:
-        from zoneinfo import ZoneInfo
-        return ZoneInfo("Europe/Paris")
-    except Exception:  # no time-zone database on this host: the host's own day
-        return None
-
-
-_FROZEN = _frozen_day()
-_PARIS = _paris()
-
-
-def freeze(day: datetime.date | None):
-    """Answer as if on `day` from now on in this process (None: the real day again)."""
-    global _FROZEN
-    _FROZEN = day
-
-
-_seen = (0.0, None)  # (monotonic time until which the day below holds, the day)
-
-
-def today() -> datetime.date:
-    """The day of the answer: production's day (Paris), or SANDBOX_TODAY when set."""
-    global _seen
-    if _FROZEN is not None:
-        return _FROZEN
-    now = time.monotonic()
-    if now < _seen[0]:  # asked on every dated answer: the clock is read once a second
-        return _seen[1]
-    day = datetime.datetime.now(_PARIS).date() if _PARIS else datetime.date.today()
-    _seen = (now + 1.0, day)
-    return day
 
 
 # --- calendar arithmetic -------------------------------------------------------------------

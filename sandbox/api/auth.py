@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from .errors import ApiError
+from ..production.errors import ApiError
+from ..production.requests import bearer_token
 
 ISSUER = "particulier-sandbox"
 TOKEN_VERSION = "1.0"
@@ -47,16 +48,6 @@ def mint(secret: str, scopes, ttl: int, now: float | None = None) -> tuple[str, 
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
-
-
-_BEARER = re.compile(r"Bearer (.+)")
-
-
-def bearer_token(headers) -> str | None:
-    """`Authorization: Bearer <token>` exactly as production reads it (concerns/handle_tokens.rb):
-    "Bearer" with a capital B and one space; anything else is no Bearer token at all."""
-    found = _BEARER.fullmatch(headers.get("Authorization") or "")
-    return found.group(1) if found else None
 
 
 def extract(request, op) -> tuple[str | None, str | None]:

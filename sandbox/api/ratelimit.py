@@ -1,4 +1,4 @@
-"""Production's limits per token (sandbox/data/rate_limits.yml), 1,000/minute/IP, providers'
+"""Production's limits per token (sandbox/production/data/rate_limits.yml), 1,000/minute/IP, providers'
 own limits, and RateLimit-* headers.
 
 Fixed windows aligned on the epoch, as production's: the second 1700000000 is one window,
@@ -18,12 +18,12 @@ from pathlib import Path
 import yaml
 from dataclasses import dataclass
 
-from .errors import ApiError
-from .store import Call
-from .settings import ConfigError
+from ..production.errors import ApiError
+from ..store import Call
+from ..settings import ConfigError
 
 OFF = ("off", "none", "0")
-LIMITS = Path(__file__).resolve().parent / "data" / "rate_limits.yml"
+LIMITS = Path(__file__).resolve().parent.parent / "production" / "data" / "rate_limits.yml"
 
 
 # The `limits` package parses these strings too, but importing it costs a tenth of a start-up

@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from .errors import FAULT_BY_STATUS, PROVIDER_FAULTS, ApiError
+from ..production.errors import FAULT_BY_STATUS, PROVIDER_FAULTS, ApiError
 
 MAX_LATENCY_MS = 30_000
 API_RATE_LIMITED = "api_rate_limited"

@@ -15,16 +15,17 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
+from ..production import clock
 from . import dates
-from .fixture_files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name,  # noqa: F401
+from .lookup import canonical_identity, case_key, identity_agrees, other_params, request_key
+from .reachability import refusal
+from .files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name,  # noqa: F401
                             read_case_files, signature)
 
-IGNORED_PARAMS = frozenset({"recipient", "token"})
 FRANCE_CONNECT = "france_connect"
 
 
@@ -39,7 +40,7 @@ class Case:
     latency_ms: int = 0
     key: frozenset = frozenset()
     checker: SchemaChecker | None = field(default=None, repr=False)
-    dated: bool = False  # the payload holds relative dates (sandbox.dates), resolved per day
+    dated: bool = False  # the payload holds relative dates (sandbox.population.dates), resolved per day
 
     @functools.cached_property  # read on every answer (X-Sandbox-Case, the journal)
     def id(self) -> str:
@@ -60,109 +61,13 @@ class Case:
     @functools.cached_property
     def schema_problems(self) -> list:
         """[(json path, message)]: how the payload breaks its schema (checked once, on first use)."""
-        return (self.checker.problems(self.operation_id, self.status, self.payload_on(dates.today()))
+        return (self.checker.problems(self.operation_id, self.status, self.payload_on(clock.today()))
                 if self.checker else [])
 
     @property
     def problem(self) -> str | None:
         """The first schema problem: such a case is served, and flagged."""
         return next((f"{where}: {message}" for where, message in self.schema_problems), None)
-
-
-def normalize(value) -> tuple:
-    """A parameter value, as the matcher compares it: a tuple of lower-cased strings."""
-    if isinstance(value, (list, tuple)):
-        return tuple(v for item in value for v in normalize(item))
-    if isinstance(value, bool):
-        return ("true" if value else "false",)
-    if value is None:
-        return ("",)
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return (value.isoformat(),)
-    return (str(value).lower(),)
-
-
-def case_key(params: dict) -> frozenset:
-    return frozenset((name.removesuffix("[]"), normalize(v)) for name, v in params.items()
-                     if name.removesuffix("[]") not in IGNORED_PARAMS)
-
-
-def request_key(args) -> frozenset:
-    merged = {}
-    for name in args.keys():
-        key = name.removesuffix("[]")
-        if key in IGNORED_PARAMS:
-            continue
-        merged[key] = merged.get(key, ()) + tuple([v.lower() for v in args.getlist(name)])
-    return frozenset(merged.items())
-
-
-# --- FranceConnect: an identity selects the case whose civil status agrees with it ---------
-IDENTITY_FIELDS = {
-    "nom": ("nomNaissance", "nomFamille", "nom", "family_name"),
-    "prenoms": ("prenoms", "prenom", "given_name_array", "given_name"),
-    "date": ("dateDeNaissance", "dateNaissance", "birthdate"),
-    "annee": ("anneeDateNaissance", "anneeDateDeNaissance"),
-    "mois": ("moisDateNaissance", "moisDateDeNaissance"),
-    "jour": ("jourDateNaissance", "jourDateDeNaissance"),
-    "sexe": ("sexeEtatCivil", "sexe", "gender"),
-    "lieu": ("codeCogInseeCommuneNaissance", "codeInseeLieuDeNaissance", "lieuDeNaissance", "birthplace"),
-    "pays": ("codeCogInseePaysNaissance", "codePaysLieuDeNaissance", "birthcountry"),
-}
-
-
-# Parameters that only restate who the person is: a FranceConnect call carries them in its token.
-IDENTITY_PARAMS = frozenset(n for names in IDENTITY_FIELDS.values() for n in names) | {
-    "nomUsage", "nomCommuneNaissance", "codeCogInseeDepartementNaissance", "codeInseeDepartementNaissance"}
-
-
-def other_params(key: frozenset) -> frozenset:
-    """A match key without the identity parameters (e.g. the plate number of an ANTS call)."""
-    return frozenset(item for item in key if item[0] not in IDENTITY_PARAMS)
-
-
-def canonical_identity(fields: dict) -> dict:
-    fields = {k.removesuffix("[]"): v for k, v in fields.items()}
-    out = {}
-    for meaning, names in IDENTITY_FIELDS.items():
-        value = next((fields[n] for n in names if fields.get(n) not in (None, "", [])), None)
-        if value is None:
-            continue
-        if meaning == "prenoms":
-            words = value if isinstance(value, list) else str(value).split()
-            out[meaning] = tuple(str(w).lower() for w in words)
-        elif meaning == "date":
-            text = value.isoformat() if isinstance(value, datetime.date) else str(value)
-            found = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", text) or re.fullmatch(
-                r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
-            if found:
-                parts = found.groups()
-                year, month, day = parts if len(parts[0]) == 4 else parts[::-1]
-                out.update(annee=str(int(year)), mois=str(int(month)), jour=str(int(day)))
-        elif meaning in ("annee", "mois", "jour"):
-            out[meaning] = str(int(value)) if str(value).isdigit() else str(value)
-        elif meaning == "sexe":
-            out[meaning] = str(value).lower()[:1]
-        else:
-            out[meaning] = str(value).lower()
-    return out
-
-
-def identity_agrees(identity: dict, case: dict) -> bool:
-    """Every identity field both sides carry agrees. A case that names nobody (an ANTS plate
-    number) is selected by its other parameters alone."""
-    if not case:
-        return True
-    shared = identity.keys() & case.keys()
-    if "nom" not in shared:
-        return False
-    for k in shared:
-        if k == "prenoms":
-            if identity[k][:len(case[k])] != case[k]:
-                return False
-        elif identity[k] != case[k]:
-            return False
-    return True
 
 
 @dataclass
@@ -173,7 +78,7 @@ class FixtureSet:
     france_connect: dict = field(default_factory=dict)  # bearer token -> identity payload
     identities: dict = field(default_factory=dict)     # operation id -> [(canonical identity, Case)]
     problems: list = field(default_factory=list)       # problems of files and folders (schema: check())
-    signature: list = field(default_factory=list)  # fixture_files.signature when loaded
+    signature: list = field(default_factory=list)  # files.signature when loaded
     operations: dict = field(default_factory=dict, repr=False)  # operation id -> spec Operation, as loaded
 
     @property
@@ -183,7 +88,6 @@ class FixtureSet:
     def check(self) -> list:
         """Every problem, each case's payload checked against its schema now, and each served
         case's params against production's validation (a case they refuse is never served)."""
-        from .reachability import refusal  # it reads this module's matcher
         out = list(self.problems)
         for operation_id, cases in self.ordered.items():
             op, index = self.operations.get(operation_id), self.cases.get(operation_id, {})
@@ -315,7 +219,7 @@ def _load_operation(operation_id, files, op, fixtures, checker, reads):
         if wrong:  # a relative date that does not parse: the case cannot be answered
             fixtures.problems.extend(Problem(path, where, message) for where, message in wrong)
             continue
-        case = Case(operation_id=operation_id, file=path, description=dates.resolve(description, dates.today()),
+        case = Case(operation_id=operation_id, file=path, description=dates.resolve(description, clock.today()),
                     params=data["params"] or {}, status=data["status"], payload=data["payload"],
                     latency_ms=int(data.get("latency_ms") or 0), checker=checker, dated=dated)
         case.key = case_key(case.params)

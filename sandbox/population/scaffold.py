@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from . import dates
-from .fixture_files import CASE_SUFFIXES, SchemaChecker, read_case_file
+from .files import CASE_SUFFIXES, SchemaChecker, read_case_file
 from .fixtures import FRANCE_CONNECT
+from ..production import clock
 
 STAGING_URL = "https://staging.particulier.api.gouv.fr"
 RECIPIENT = "13002526500013"  # the SIRET the official staging's curl lines use
@@ -86,7 +87,7 @@ def _string(schema: dict, name: str):
         return "{{ today | datetime }}"
     if "pattern" in schema:
         for candidate in PATTERNED:
-            if re.search(schema["pattern"], str(dates.resolve(candidate, dates.today()))):
+            if re.search(schema["pattern"], str(dates.resolve(candidate, clock.today()))):
                 return candidate
     if schema.get("maxLength", 99) < 16:  # a code: digits of the right length
         return "0" * max(schema.get("minLength", 1), 1)
@@ -149,7 +150,7 @@ def check(op, doc: dict, operations: dict) -> list:
     wrong = dates.problems(doc.get("payload"))
     if wrong:
         return wrong
-    payload = dates.resolve(doc.get("payload"), dates.today())
+    payload = dates.resolve(doc.get("payload"), clock.today())
     return SchemaChecker(operations).problems(op.operation_id, doc.get("status", 200), payload)
 
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import flask_swagger_ui
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
+
+from ..population.calls import RECIPIENT, curl, query_pairs
 
 
 SWAGGER_DIST = Path(flask_swagger_ui.__file__).parent / "dist"
 # Only what the page uses: the standalone preset and its top bar (a box to load any URL's
 # spec) stay out, so the console can only ever show this sandbox's own spec.
 SWAGGER_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-16x16.png", "favicon-32x32.png"}
-RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
 
 # 'self' only. Swagger UI sets style attributes from React, hence style-src 'unsafe-inline';
 # its CSS embeds its icons as data: SVGs, hence img-src data:. No inline script: the page's
@@ -91,42 +92,6 @@ def _scope_groups() -> list:
     return sorted(groups.items(), key=lambda item: item[0].lower())
 
 
-def _query_value(value) -> str:
-    if isinstance(value, bool):  # YAML true -> the query's `true`, not Python's `True`
-        return "true" if value else "false"
-    return str(value)
-
-
-def _query_pairs(op, params: dict) -> list:
-    """The case's params as the query a client sends: arrays as `name[]=A&name[]=B` (the spec's
-    parameter names carry the brackets), and on v3 the recipient that matching ignores."""
-    array_names = {p.key: p.name for p in op.params if p.is_array} if op else {}
-    pairs = []
-    if op is not None and op.v3 and "recipient" not in params and any(p.name == "recipient" for p in op.params):
-        pairs.append(("recipient", RECIPIENT))
-    for name, value in params.items():
-        if isinstance(value, list):
-            pairs.extend((array_names.get(name, f"{name}[]"), _query_value(v)) for v in value)
-        else:
-            pairs.append((name, _query_value(value)))
-    return pairs
-
-
-def _curl(base: str, op, path: str, pairs: list) -> str:
-    if op is not None and op.france_connect_only:
-        auth = '-H "Authorization: Bearer $FRANCECONNECT_TOKEN"'
-    elif op is not None and op.v3:
-        auth = '-H "Authorization: Bearer $TOKEN"'
-    else:
-        auth = '-H "X-Api-Key: $TOKEN"'
-    # Values are percent-encoded, so nothing in them can end the shell's double quotes; the
-    # brackets of array names stay readable, and -g stops curl from globbing them.
-    query = "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in pairs)
-    url = base + path + (f"?{query}" if query else "")
-    globoff = "-g " if "[" in query else ""
-    return f'curl {globoff}{auth} "{url}"'
-
-
 def _persona_operation(entry: dict, op) -> dict:
     path = entry.get("path") or (op.path if op else "")
     base = request.url_root.rstrip("/")
@@ -136,7 +101,7 @@ def _persona_operation(entry: dict, op) -> dict:
         # FranceConnect-only routes pick the case from the bearer's identity: the case's params
         # describe that identity, they are not sent.
         sent = {} if op is not None and op.france_connect_only else params
-        pairs = _query_pairs(op, sent)
+        pairs = query_pairs(op, sent)
         try_params = {}
         for name, value in pairs:
             if name.endswith("[]"):
@@ -145,7 +110,7 @@ def _persona_operation(entry: dict, op) -> dict:
                 try_params[name] = value
         link = "/docs?" + urlencode({"operation": entry["operation_id"],
                                      "params": json.dumps(try_params, ensure_ascii=False, separators=(",", ":"))})
-        cases.append({**case, "curl": _curl(base, op, path, pairs), "try": link})
+        cases.append({**case, "curl": curl(base, op, path, pairs), "try": link})
     return {**entry, "path": path, "cases": cases,
             "version": "v3+" if op is not None and op.v3 else "v2",
             "france_connect_only": bool(op is not None and op.france_connect_only)}

@@ -2,30 +2,19 @@
 the answers of retired, unknown and unsupported-version routes.
 
 Each function names the production file it mirrors (paths under siade/ of
-datagouv/apistration). The pipeline (api.py) and the app (application.py) call them; this
+datagouv/apistration). The pipeline (pipeline.py) and the app (application.py) call them; this
 module decides nothing about a request's data.
 """
 from __future__ import annotations
 
-import random
 import re
+
+from ..production.parameter_checks import to_i
+from ..production.retired import RETIRED
 
 JSON = "application/json; charset=utf-8"
 JSON_API = "application/vnd.api+json; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
-
-
-# --- X-Request-Id: Rails' ActionDispatch::RequestId (actionpack 8.1), on every answer ----------
-def request_id(headers) -> str:
-    """The client's X-Request-Id stripped to letters, digits, `_`, `-` and `@` and cut at 255
-    characters; a new UUID when the client sent none. Production echoes it, and its CNAV
-    routes check it is a UUID (validation_rules.request_id)."""
-    sent = headers.get("X-Request-Id") if headers is not None else None
-    if sent is not None and sent.strip():
-        return re.sub(r"[^\w\-@]", "", sent, flags=re.ASCII)[:255]
-    # a random (version 4) UUID, from one call to the generator: uuid.uuid4() asks the OS each time
-    bits = f"{random.getrandbits(128) & ~(0xF << 76) & ~(0x3 << 62) | (0x4 << 76) | (0x2 << 62):032x}"
-    return f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-{bits[20:]}"
 
 
 # --- caching: siade/app/controllers/concerns/cacheable.rb ---------------------------------------
@@ -43,20 +32,7 @@ def content_type(v3: bool, stage: str) -> str:
     return JSON_API if v3 and stage == "answer" else JSON
 
 
-# --- retired routes: siade/config/routes/api_particulier.rb --------------------------------------
-_QF_V1_GONE = ("L'API Quotient Familial v1 n'est plus disponible depuis le 31/10/2025. Veuillez utiliser "
-               "l'API v2 : https://particulier.api.gouv.fr/catalogue/cnav/quotient_familial")
-_SVAIR_GONE = ("Cette URL n'existe plus sur API Particulier depuis le 8 janvier 2024. "
-               "Veuillez mettre à jour votre application.")
-# path -> (production's text, may the sandbox keep serving it with SANDBOX_SERVE_RETIRED=1)
-RETIRED = {
-    "/api/v2/composition-familiale": (_QF_V1_GONE, True),
-    "/api/caf/famille": (_QF_V1_GONE, False),
-    "/api/v2/avis-imposition": (_SVAIR_GONE, False),
-    "/api/impots/svair": (_SVAIR_GONE, False),
-}
-
-
+# --- retired routes (production/retired.py has production's table) --------------------------
 def retired_answer(path: str, serve_retired: bool = False):
     """(410, body, headers) for a retired route, or None when it is served (unknown to this
     table, or the CAF v1 route kept by the serve_retired setting). Production answers before
@@ -88,7 +64,6 @@ def version_of(path: str):
     found = _VERSIONED.fullmatch(path)
     if not found or not re.search(r"\d", found.group(1), re.ASCII):
         return None
-    from .validation_rules import to_i
     return to_i(found.group(1)), found.group(2)
 
 

@@ -8,31 +8,14 @@ from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict
 
-from .errors import ApiError, render
-from .fixtures import IDENTITY_PARAMS, IGNORED_PARAMS, canonical_identity
+from ..production.errors import ApiError, render
+from .calls import RECIPIENT, request_query
+from .lookup import IDENTITY_PARAMS, canonical_identity
 
-# The recipient a judged call carries: the matcher ignores it, production's v3 requires a valid
-# SIRET (DINUM's here), and every client sends its own.
-RECIPIENT = "13002526500013"
 # A FranceConnect call: production reads a Bearer on a FranceConnect-capable v2 route as one
 # (validation_rules.check then runs the route's france_connect steps).
 FRANCE_CONNECT_HEADERS = {"Authorization": "Bearer france-connect"}
 PERSON = frozenset({"nom", "prenoms", "annee", "mois", "jour"})
-
-
-def request_query(op, params: dict, recipient: str | None = RECIPIENT) -> list:
-    """A case's params as a client sends them: [(name, value)], each name as the spec spells it
-    (`prenoms[]`), a list as repeated values, booleans as true/false; v3 adds `recipient`."""
-    query = []
-    for name, value in params.items():
-        if name.removesuffix("[]") in IGNORED_PARAMS:
-            continue
-        spec_name = next((p.name for p in op.params if p.key == name.removesuffix("[]")), name)
-        query += [(spec_name, str(v).lower() if isinstance(v, bool) else str(v))
-                  for v in (value if isinstance(value, list) else [value])]
-    if op.v3 and recipient:
-        query.append(("recipient", recipient))
-    return query
 
 
 def refused(op, query: list, headers: dict) -> str | None:

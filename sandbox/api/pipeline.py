@@ -29,10 +29,14 @@ from werkzeug.routing import Map, Rule
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
-from . import dates, errors, faults, transport
-from .errors import ApiError, ParameterErrors
-from .fixtures import canonical_identity, request_key
-from .store import PersonasMoved, StoreUnavailable
+from ..population import dates
+from ..production import errors
+from . import faults, transport
+from ..production.errors import ApiError, ParameterErrors
+from ..population.lookup import canonical_identity, request_key
+from ..store import PersonasMoved, StoreUnavailable
+from ..production import clock
+from ..production.requests import request_id
 
 JSON = "application/json; charset=utf-8"
 logger = logging.getLogger("sandbox")
@@ -43,7 +47,7 @@ _PERSONA_RETRIES = 5
 class Pipeline:
     def __init__(self, settings, authenticator, limiter, catalogue, population, journal, personas=None):
         self.settings = settings
-        self.personas = personas  # runtime personas (sandbox.personas), ahead of the fixture files
+        self.personas = personas  # runtime personas (sandbox.population.runtime), ahead of the fixture files
         self.auth = authenticator
         self.limiter = limiter
         self.store = limiter.store
@@ -59,7 +63,7 @@ class Pipeline:
         version the route does not have (transport.resolve_version): 404 00402 once the token
         and its scopes are checked, as production answers."""
         status, body, headers = self._handle(op, request, unsupported_version)
-        headers["X-Request-ID"] = transport.request_id(request.headers)
+        headers["X-Request-ID"] = request_id(request.headers)
         return status, body, headers
 
     def _handle(self, op, request, unsupported_version):
@@ -195,7 +199,7 @@ class Pipeline:
 
     def _render(self, op, case, held):
         self._memos()
-        day = dates.today() if case.dated else None  # relative dates: one rendering per day
+        day = clock.today() if case.dated else None  # relative dates: one rendering per day
         key = (case, held, day)
         cached = self._rendered.get(key)
         if cached is None:

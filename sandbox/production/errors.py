@@ -106,7 +106,7 @@ V2_FLAT_KINDS = frozenset({"expired_token", "revoked_token"})
 
 
 class ParameterErrors(ApiError):
-    """Production's parameter errors (sandbox/validation_rules.py): each a dict of code,
+    """Production's parameter errors (sandbox/production/validation_rules.py): each a dict of code,
     title, detail and, where production sets them, source and meta. v3 lists them all (422);
     v2 answers the first (400 bad_request)."""
 

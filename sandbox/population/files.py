@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .spec import _Loader
+from ..production.spec import _Loader
 
 CASE_SUFFIXES = (".yaml", ".yml")
 MAX_CASE_BYTES = 1 << 20

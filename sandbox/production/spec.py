@@ -14,10 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from . import transport, validation_rules
+from . import validation_rules
 from .validation_rules import is_siret  # noqa: F401  (production's SIRET check, also known from here)
 from .errors import ApiError
-from .settings import ConfigError
+from .requests import bearer_token
+from .retired import RETIRED
+from ..settings import ConfigError
 
 try:
     _Loader = yaml.CSafeLoader
@@ -27,7 +29,7 @@ except AttributeError:  # pragma: no cover - libyaml missing
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 # Routes production has removed; they answer 410 whatever a loaded spec says (transport.py
 # has production's texts, and the setting that keeps serving the CAF v1 route).
-REMOVED_PATHS = frozenset(transport.RETIRED)
+REMOVED_PATHS = frozenset(RETIRED)
 CIVIL_STATUS_NAMES = {"nom", "nomNaissance", "nomUsage", "prenom", "prenoms", "dateDeNaissance",
                       "lieuDeNaissance", "sexe", "anneeDateDeNaissance", "moisDateDeNaissance",
                       "jourDateDeNaissance", "codeInseeLieuDeNaissance", "codePaysLieuDeNaissance"}
@@ -183,8 +185,7 @@ class Operation:
         (validation_rules.py) are the whole check. A route no production rule knows (one of a
         spec a user loads) keeps the spec's compiled checkers; returns their typed values."""
         if self.is_api:
-            from .auth import bearer_token  # a Bearer on a FranceConnect-capable route is a FranceConnect call
-            france_connect = self.france_connect and bearer_token(headers) is not None
+            france_connect = self.france_connect and bearer_token(headers) is not None  # a Bearer there is a FranceConnect call
             if validation_rules.check(self.operation_id, self.v3, args, headers, france_connect):
                 return {}
         return self.check_spec(args, headers)

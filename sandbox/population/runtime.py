@@ -29,10 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import dates
-from .errors import ApiError, ParameterErrors
-from .fixture_files import SchemaChecker
-from .fixtures import IDENTITY_PARAMS, Case, canonical_identity, case_key, identity_agrees, other_params, request_key
-from .store import StoreUnavailable
+from .calls import curl, query_pairs
+from ..production.errors import ApiError, ParameterErrors
+from .files import SchemaChecker
+from .fixtures import Case
+from .lookup import IDENTITY_PARAMS, canonical_identity, case_key, identity_agrees, other_params, request_key
+from ..store import StoreUnavailable
+from ..production import clock
 
 MAX_TTL = 10 * 365 * 86400
 MAX_BODY = 1 << 20  # as a case file
@@ -145,7 +148,7 @@ class RuntimePersonas:
 
     def _case(self, doc: dict) -> RuntimeCase:
         case = RuntimeCase(operation_id=doc["operation_id"], file=Path("runtime") / doc["id"],
-                           description=dates.resolve(doc.get("description") or "", dates.today()),
+                           description=dates.resolve(doc.get("description") or "", clock.today()),
                            params=doc["params"], status=doc["status"], payload=doc["payload"],
                            checker=self.checker, dated=dates.scan(doc["payload"])[0], persona_id=doc["id"],
                            owner=doc["owner"], shared=doc["global"], created_at=doc["created_at"],
@@ -230,7 +233,6 @@ class RuntimePersonas:
 
     def view(self, case, base_url: str) -> dict:
         """What POST and GET /sandbox/personas/<id> answer (a fixture case too, for `like` and cloning)."""
-        from .docs import _curl, _query_pairs  # Flask side; the pipeline never gets here
         op = self.operations[case.operation_id]
         plain = json.loads(json.dumps({"params": case.params, "payload": case.payload}, default=str))  # YAML dates
         out = {"case": case.id, "runtime": isinstance(case, RuntimeCase), "operation": case.operation_id,
@@ -240,7 +242,7 @@ class RuntimePersonas:
             out = {"id": case.persona_id, **out, "global": case.shared, "like": case.like,
                    "created_at": iso(case.created_at), "expires_at": iso(case.expires_at)}
         sent = {} if op.france_connect_only else case.params
-        out["curl"] = _curl(base_url.rstrip("/"), op, op.path, _query_pairs(op, sent))
+        out["curl"] = curl(base_url.rstrip("/"), op, op.path, query_pairs(op, sent))
         return out
 
     # --- creation --------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class RuntimePersonas:
         payload = json.loads(json.dumps(payload, default=str))  # as every worker will read it back
         wrong = dates.problems(payload) + dates.problems(description, "$.description")
         if not wrong:
-            wrong = self.checker.problems(op.operation_id, status, dates.resolve(payload, dates.today()))
+            wrong = self.checker.problems(op.operation_id, status, dates.resolve(payload, clock.today()))
         if wrong:
             raise InvalidPersona(*wrong[0], more=wrong[1:])
 
@@ -334,7 +336,6 @@ class RuntimePersonas:
         route's params describe the identity behind the token: nothing is sent to check)."""
         from werkzeug.datastructures import Headers, MultiDict
 
-        from .docs import _query_pairs
         names = {p.key for p in op.params if p.location == "query"}
         if op.france_connect_only:  # the params name the identity the FranceConnect token carries
             names |= IDENTITY_PARAMS
@@ -345,7 +346,7 @@ class RuntimePersonas:
         if op.france_connect_only:
             return
         try:
-            op.validate(MultiDict(_query_pairs(op, params)), Headers())
+            op.validate(MultiDict(query_pairs(op, params)), Headers())
         except ParameterErrors as error:
             items = [((e.get("source") or {}).get("parameter"), e["detail"]) for e in error.items]
             found = [(f"$.params.{name}" if name else "$.params", detail) for name, detail in items]

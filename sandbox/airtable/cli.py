@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .airtable.common import SyncError
-from .settings import ConfigError, Settings
+from .common import SyncError
+from ..settings import ConfigError, Settings
 
 
 def _progress(label, length):
@@ -22,7 +22,7 @@ def _progress(label, length):
 
 def _context(specs, fixture_dir):
     """(operations by x-operationId, the fixture folder) from flags, environment, defaults."""
-    from .spec import load_specs
+    from ..production.spec import load_specs
     settings = Settings.from_env(specs=tuple(specs) or None)
     try:
         operations = load_specs(settings.specs).by_operation_id()
@@ -33,7 +33,7 @@ def _context(specs, fixture_dir):
 
 
 def _warn_skipped(target, operations):
-    from .airtable.files import synced_folders
+    from .files import synced_folders
     try:
         _, skipped = synced_folders(target, operations)
     except SyncError:
@@ -43,7 +43,7 @@ def _warn_skipped(target, operations):
 
 
 def _fail(exc):
-    from .airtable.common import SetupError, scrub
+    from .common import SetupError, scrub
     click.echo(f"airtable: {scrub(str(exc))}", err=True)
     sys.exit(2 if isinstance(exc, SetupError) else 1)
 
@@ -76,7 +76,7 @@ def init(base, fixture_dir, specs, dry_run):
     operations, target = _context(specs, fixture_dir)
     _warn_skipped(target, operations)
     try:
-        from .airtable.push import init as init_tables
+        from .push import init as init_tables
         plans = init_tables(base, target, operations, dry_run=dry_run, progress=_progress)
     except SyncError as exc:
         _fail(exc)
@@ -98,7 +98,7 @@ def pull(base, fixture_dir, specs, dry_run):
     """Airtable -> YAML fixtures, checked against the spec, written all or nothing."""
     operations, target = _context(specs, fixture_dir)
     try:
-        from .airtable.pull import pull as pull_tables
+        from .pull import pull as pull_tables
         result = pull_tables(base, target, operations, dry_run=dry_run, progress=_progress)
     except SyncError as exc:
         _fail(exc)
@@ -121,7 +121,7 @@ def push(base, fixture_dir, specs, dry_run, prune):
     operations, target = _context(specs, fixture_dir)
     _warn_skipped(target, operations)
     try:
-        from .airtable.push import push as push_tables
+        from .push import push as push_tables
         plans = push_tables(base, target, operations, prune=prune, dry_run=dry_run, progress=_progress)
     except SyncError as exc:
         _fail(exc)

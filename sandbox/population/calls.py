@@ -1,0 +1,59 @@
+"""A case as the call a client makes for it: its query pairs, and a curl line to paste."""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .lookup import IGNORED_PARAMS
+
+RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
+
+
+def query_value(value) -> str:
+    if isinstance(value, bool):  # YAML true -> the query's `true`, not Python's `True`
+        return "true" if value else "false"
+    return str(value)
+
+
+def query_pairs(op, params: dict) -> list:
+    """The case's params as the query a client sends: arrays as `name[]=A&name[]=B` (the spec's
+    parameter names carry the brackets), and on v3 the recipient that matching ignores."""
+    array_names = {p.key: p.name for p in op.params if p.is_array} if op else {}
+    pairs = []
+    if op is not None and op.v3 and "recipient" not in params and any(p.name == "recipient" for p in op.params):
+        pairs.append(("recipient", RECIPIENT))
+    for name, value in params.items():
+        if isinstance(value, list):
+            pairs.extend((array_names.get(name, f"{name}[]"), query_value(v)) for v in value)
+        else:
+            pairs.append((name, query_value(value)))
+    return pairs
+
+
+def curl(base: str, op, path: str, pairs: list) -> str:
+    if op is not None and op.france_connect_only:
+        auth = '-H "Authorization: Bearer $FRANCECONNECT_TOKEN"'
+    elif op is not None and op.v3:
+        auth = '-H "Authorization: Bearer $TOKEN"'
+    else:
+        auth = '-H "X-Api-Key: $TOKEN"'
+    # Values are percent-encoded, so nothing in them can end the shell's double quotes; the
+    # brackets of array names stay readable, and -g stops curl from globbing them.
+    query = "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in pairs)
+    url = base + path + (f"?{query}" if query else "")
+    globoff = "-g " if "[" in query else ""
+    return f'curl {globoff}{auth} "{url}"'
+
+
+def request_query(op, params: dict, recipient: str | None = RECIPIENT) -> list:
+    """A case's params as a client sends them: [(name, value)], each name as the spec spells it
+    (`prenoms[]`), a list as repeated values, booleans as true/false; v3 adds `recipient`."""
+    query = []
+    for name, value in params.items():
+        if name.removesuffix("[]") in IGNORED_PARAMS:
+            continue
+        spec_name = next((p.name for p in op.params if p.key == name.removesuffix("[]")), name)
+        query += [(spec_name, str(v).lower() if isinstance(v, bool) else str(v))
+                  for v in (value if isinstance(value, list) else [value])]
+    if op.v3 and recipient:
+        query.append(("recipient", recipient))
+    return query
