@@ -112,7 +112,7 @@ class Pipeline:
             if stage != "auth":  # production's cache headers, set once the token and scopes passed
                 headers.update(transport.cache_headers())
             entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
-            call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
+            call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry, request.headers)
             call.personas_version = personas_version
             try:
                 decision = self.limiter.judge(call, *self.store.count(call))
