@@ -184,3 +184,39 @@ def test_every_error_production_reports_has_a_format_and_every_parameter_is_read
             assert set(variant.get("params") or ()) <= read, field
             variant.get("expected", entry["expected"]).format(**placeholders(DAY))
         assert all(hasattr(parameter_checks, rule) for rule in entry.get("by_rule") or {}), field
+
+
+@pytest.mark.slow
+def test_through_a_real_server_four_years_ahead(start_server):
+    """A real gunicorn, its day four years ahead (SANDBOX_TODAY): the hint crosses the wire as
+    plain ASCII whatever was sent, and a case whose params are relative dates answers that day."""
+    import requests
+    import yaml
+
+    from .conftest import ROOT
+    ahead = clock.today().replace(day=1)
+    ahead = ahead.replace(year=ahead.year + 4)
+    server = start_server(env={"SANDBOX_TODAY": ahead.isoformat()})
+    token = token_for()
+    headers = {"Authorization": f"Bearer {token}", "X-Request-Id": UUID}
+    path = "/v3/dsnj/service_national/identite"
+    anais = yaml.safe_load((ROOT / "fixtures" / "api_particulier_v3_dsnj_service_national_with_civility"
+                            / "200_fictif_demo_anais.yaml").read_text())["params"]
+    query = {("prenoms[]" if k == "prenoms" else k): v for k, v in anais.items()}
+    query.update(anneeDateNaissance=ahead.year - 23, recipient=RECIPIENT)
+    answered = requests.get(server.url + path, params=query, headers=headers, timeout=10)
+    assert answered.status_code == 200, answered.text[:300]
+    assert "X-Sandbox-Hint" not in answered.headers
+
+    refused = requests.get(server.url + path, params={**query, "nomNaissance": "Fictif☃3", "sexeEtatCivil": "Femme"},
+                           headers=headers, timeout=10)
+    assert refused.status_code == 422
+    hint = json.loads(refused.headers["X-Sandbox-Hint"])
+    assert _by_code(hint, "00420")["parameters"] == {"nomNaissance": "Fictif☃3"}
+    assert _by_code(hint, "00427")["parameters"] == {"sexeEtatCivil": "Femme"}
+    assert [e["code"] for e in refused.json()["errors"]] == [item["code"] for item in hint["refused"]]
+
+    v2 = requests.get(server.url + "/api/v2/etudiants", params={"ine": "é" * 20}, headers={"X-Api-Key": token},
+                      timeout=10)
+    assert v2.status_code == 400 and v2.json()["error"] == "bad_request"
+    assert json.loads(v2.headers["X-Sandbox-Hint"])["refused"][0]["parameters"] == {"ine": "é" * 20}
