@@ -34,7 +34,7 @@ logger = logging.getLogger("sandbox")
 # refused there, so it is refused here too unless SANDBOX_CORS_ORIGINS names it.
 PRODUCTION_ORIGINS = [r"^https?://(staging\.)?api\.gouv\.fr$", r"^https?://([a-z0-9-]+\.)*entreprise\.api\.gouv\.fr$"]
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID",
-           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Fixture-Invalid"]
+           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Hint", "X-Sandbox-Fixture-Invalid"]
 
 
 class Sandbox:

@@ -164,21 +164,95 @@ def test_fixtures_check_checks_the_resolved_payload_against_the_schema(tmp_path)
     assert "is not of type 'integer'" in result.output
 
 
-# Params are absolute (they are the match key), and two of production's rules judge them against
-# today: the DSNJ's 16-25 age range and the quotient familial's `annee` (N, N-1 or N-2). Such cases
-# age out years from now, and `fixtures check` then says they are never served; nothing else may.
-AGES_OUT = ("api_particulier_v3_dsnj_service_national_with_civility/", "api_particulier_v2_cnav_quotient_familial_v2/",
-            "api_particulier_v3_cnav_quotient_familial_with_civility/")
+# Two of production's rules judge params against today: the DSNJ's 16-25 age range and the
+# quotient familial's `annee` (N, N-1 or N-2). The bundled cases they judge write those params
+# relative to the day of the call, so nothing ages out within four years; the DSNJ cases whose
+# birth day is fixed leave the age range later: the official staging's own keys (as production's
+# staging has them) from 2032, the error cases sharing a FranceConnect token's identity from 2035.
+FIXED_DSNJ = "api_particulier_v3_dsnj_service_national_with_civility/"
+FIXED_BIRTH_DAYS = ("_cle_staging_", "/500_erreur_interne", "/502_erreur_fournisseur", "/503_indisponible_service",
+                    "/504_timeout_serveur")
 
 
 def test_the_bundled_population_checks_clean_on_days_years_apart(monkeypatch):
-    for day in (D(2029, 2, 28), D(2031, 3, 15), D(2032, 2, 29), D(2035, 9, 1)):
+    for day in (D(2029, 2, 28), D(2030, 12, 31), D(2031, 3, 15), D(2032, 2, 29), D(2035, 9, 1)):
         monkeypatch.setattr(clock, "_FROZEN", day)
         result = CliRunner().invoke(main, ["fixtures", "check"])
         problems = [line for line in result.output.splitlines() if ": $" in line]
-        unexpected = [line for line in problems if not (any(folder in line for folder in AGES_OUT)
+        if day.year < 2032:
+            assert not problems and result.exit_code == 0, (day, problems[:10])
+            continue
+        unexpected = [line for line in problems if not (FIXED_DSNJ in line and any(f in line for f in FIXED_BIRTH_DAYS)
                                                         and "$.params: production refuses these params" in line)]
         assert not unexpected, (day, unexpected[:10])
+
+
+@pytest.mark.slow
+def test_fixtures_check_four_years_ahead_is_clean_in_a_subprocess():
+    """What a user runs: `SANDBOX_TODAY=<four years ahead> particulier-sandbox fixtures check`."""
+    import os
+    import subprocess
+    import sys
+    ahead = clock.today().replace(day=1)
+    ahead = ahead.replace(year=ahead.year + 4)
+    env = dict(os.environ, SANDBOX_TODAY=ahead.isoformat())
+    done = subprocess.run([sys.executable, "-m", "sandbox", "fixtures", "check"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    assert ", 0 problem(s)" in done.stderr  # the summary line; problems would be on stdout
+    assert not done.stdout.strip()
+
+
+ROUX = FIXTURES / "api_particulier_v3_cnav_quotient_familial_with_civility" / "200_officiel_roux_jeanne.yaml"
+ROUX_V2 = FIXTURES / "api_particulier_v2_cnav_quotient_familial_v2" / "200_officiel_roux_jeanne.yaml"
+ANAIS = FIXTURES / "api_particulier_v3_dsnj_service_national_with_civility" / "200_fictif_demo_anais.yaml"
+
+
+def _written(path):
+    return yaml.safe_load(path.read_text())["params"]
+
+
+def _on(day, params):
+    return {k: dates.resolve(v, day) for k, v in params.items()}
+
+
+def test_templated_params_are_written_as_templates():
+    assert _written(ROUX)["annee"] == "{{ today - 6 months | year }}"
+    assert _written(ANAIS)["anneeDateNaissance"] == "{{ today - 23 years | year }}"
+
+
+def test_cases_with_templated_params_answer_years_from_now_and_are_keyed_per_day(make_app, monkeypatch):
+    """One process, the day moving on: the index is keyed anew for each day, the cases answer on
+    that day's values, and the persona catalogue and try-it examples show them."""
+    monkeypatch.setattr(clock, "_FROZEN", FAR)
+    client = make_app(rate_limit="off", ip_rate_limit="off").test_client()
+    token = token_for()
+    for day in (FAR, D(2031, 1, 10), D(2033, 7, 1)):
+        monkeypatch.setattr(clock, "_FROZEN", day)
+        roux = _on(day, _written(ROUX))
+        assert (roux["annee"], roux["mois"]) == (dates.add_months(day, -6).year, dates.add_months(day, -6).month)
+        qf = _get(client, "/v3/dss/quotient_familial/identite", _v3_query(roux), token=token)["data"]
+        assert qf["allocataires"][0]["nom_naissance"] == "ROUX"
+        v2 = _get(client, "/api/v2/composition-familiale-v2", _v3_query(_on(day, _written(ROUX_V2))), v3=False,
+                  token=token)
+        assert v2["allocataires"][0]["nomNaissance"] == "ROUX"
+        anais = _on(day, _written(ANAIS))
+        assert anais["anneeDateNaissance"] == day.year - 23
+        dsnj = _get(client, "/v3/dsnj/service_national/identite", _v3_query(anais), token=token)
+        assert dsnj["data"]["statut_service_national"] == "pas_en_regle"
+
+        # the params of another day no longer select the case (production refuses or nothing matches)
+        stale = dict(anais, anneeDateNaissance=day.year - 30)
+        response = client.get("/v3/dsnj/service_national/identite", headers=v3_headers(token),
+                              query_string=dict(_v3_query(stale), recipient=RECIPIENT))
+        assert response.status_code == 422
+
+        listed = client.get("/sandbox/personas").get_json()["operations"]
+        entry = next(o for o in listed if o["operation_id"] == "api_particulier_v3_dsnj_service_national_with_civility")
+        shown = next(c for c in entry["cases"] if c["file"] == ANAIS.name)
+        assert shown["params"]["anneeDateNaissance"] == day.year - 23
+        page = client.get("/docs/personas").get_data(as_text=True)
+        assert f"anneeDateNaissance={day.year - 23}" in page
 
 
 # --- the population, years from now --------------------------------------------------------

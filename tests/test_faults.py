@@ -33,7 +33,8 @@ EXPECTED = {
     "timeout": (504, "timeout_error", 504, "24002"),
     "unavailable": (503, "data_provider_error", 502, "24001"),
     "provider_error": (503, "provider_unknown_error", 502, "24999"),
-    "rate_limited": (503, "data_provider_error", 502, "24008"),
+    # France Travail's code reads its provider's 429 as an unknown answer (validate_response.rb)
+    "rate_limited": (503, "provider_unknown_error", 502, "24999"),
     "not_found": (404, "not_found", 404, "24003"),
     "conflict": (409, "conflict", 409, "24015"),
     "internal": (503, "data_provider_error", 502, "24000"),

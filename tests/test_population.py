@@ -208,9 +208,15 @@ def test_official_well_known_keys_answer_with_the_same_status(client, path, para
     assert response.status_code == status, response.get_data(as_text=True)[:200]
 
 
-def test_official_civil_status_cases_answer_with_the_same_status(client):
+def test_official_civil_status_cases_answer_with_the_same_status(client, monkeypatch):
     """The civil-status cases of the official C2S, RSA and QF v2 folders: same identity, same status,
-    except where production's own rules refuse the official params (400; test_staging_replay says why)."""
+    except where production's own rules refuse the official params (400; test_staging_replay says why).
+
+    Asked on a day when the official quotient familial month (annee=2026, mois=5) is the one the
+    bundled case's relative `annee`/`mois` give (six months back): production judges that month
+    against today, so the bundled case follows the day and the official key is one day's value."""
+    import datetime
+    monkeypatch.setattr(clock, "_FROZEN", datetime.date(2026, 11, 15))
     from .conftest import require_reference
     from .test_staging_replay import REFUSED_REASONS
     reference = require_reference() / "staging-payloads"

@@ -192,6 +192,28 @@ def test_v2_and_v3_count_apart_as_production_s_two_throttles(frozen):
     assert client.get(V3_PATH, headers={"Authorization": f"Bearer {token}"}).status_code == 429
 
 
+def test_v2_throttles_and_paces_only_calls_whose_key_comes_in_x_api_key(frozen):
+    """siade/config/initializers/rack_attack.rb: the v2 throttle is keyed on the X-Api-Key header
+    and skips a call without one; RateLimitHeadersMiddleware sets RateLimit-* only from the
+    throttle that counted the call. A v2 token in Authorization: Bearer or ?token= is neither
+    limited nor paced; the v3+ throttle counts the token however it comes."""
+    client, _ = frozen()
+    token = token_for()
+    for path, headers in ((V2_PATH, {"Authorization": f"Bearer {token}"}), (V2_PATH + "&token=" + token, {})):
+        answers = [client.get(path, headers=headers) for _ in range(25)]
+        assert [a.status_code for a in answers] == [200] * 25, headers
+        assert not any("RateLimit-Limit" in a.headers or "Retry-After" in a.headers for a in answers)
+    keyed = [client.get(V2_PATH, headers={"X-Api-Key": token}) for _ in range(21)]
+    assert [a.status_code for a in keyed] == [200] * 20 + [429]  # the calls above were not counted
+    assert [a.headers["RateLimit-Remaining"] for a in keyed] == [str(n) for n in range(19, -1, -1)] + ["0"]
+    assert client.get(V2_PATH + "&token=" + token, headers={"X-Api-Key": " "}).status_code == 200  # blank: skipped
+
+    other = token_for()
+    v3 = [client.get(V3_PATH + "&token=" + other) for _ in range(21)]
+    assert [a.status_code for a in v3] == [200] * 20 + [429]
+    assert v3[0].headers["RateLimit-Limit"] == "20" and v3[0].headers["RateLimit-Remaining"] == "19"
+
+
 def test_the_pr416_profile_allows_60_a_minute_on_v2_and_250_on_v3(frozen):
     """datagouv/apistration pull request #416: 60/minute per key on v2, 250/minute per
     habilitation on v3+, selectable before it lands."""
@@ -375,13 +397,14 @@ def test_embedded_store_holds_under_concurrency(start_server, tmp_path):
     locked', no 5xx, every call counted and journaled."""
     server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)))
     tokens = [token_for() for _ in range(12)]
-    calls = [(server.url + (V2_PATH if i % 2 else V3_PATH), {"Authorization": f"Bearer {t}"})
+    # v2 in X-Api-Key: the transport production's v2 throttle counts (rack_attack.rb)
+    calls = [(server.url + V2_PATH, {"X-Api-Key": t}) if i % 2 else (server.url + V3_PATH, {"Authorization": f"Bearer {t}"})
              for t in tokens for i in range(25)]
     random.Random(7).shuffle(calls)
     answers = burst(calls, workers=24)
     by_token = defaultdict(list)
     for (url, headers), answer in zip(calls, answers):  # v2 and v3+ count apart, as production's throttles
-        by_token[headers["Authorization"], "/api/v2/" in url].append(answer)
+        by_token[headers.get("X-Api-Key") or headers["Authorization"].removeprefix("Bearer "), "/api/v2/" in url].append(answer)
     for answers_of_token in by_token.values():
         assert_exact(answers_of_token, 20, must_reach=False)
     for token in tokens:

@@ -112,7 +112,7 @@ class Pipeline:
             if stage != "auth":  # production's cache headers, set once the token and scopes passed
                 headers.update(transport.cache_headers())
             entry = self.journal.entry(request, status, case, near_miss, fault.describe() if fault else None)
-            call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry)
+            call = self.limiter.call(identity, op, request.remote_addr or "-", identity.key, entry, request.headers)
             call.personas_version = personas_version
             try:
                 decision = self.limiter.judge(call, *self.store.count(call))
@@ -144,7 +144,10 @@ class Pipeline:
 
     def _error(self, op, error: ApiError, stage: str) -> tuple[int, bytes, dict]:
         status, payload = errors.render(error, op.v3)
-        return status, errors.dumps(payload), {**error.headers, "Content-Type": transport.content_type(op.v3, stage)}
+        headers = {**error.headers, "Content-Type": transport.content_type(op.v3, stage)}
+        if isinstance(error, ParameterErrors) and error.hints:
+            headers["X-Sandbox-Hint"] = hint_header(error.hints)
+        return status, errors.dumps(payload), headers
 
     def _personas_version(self):
         return self.personas.version if self.personas is not None else None
@@ -219,6 +222,25 @@ class Pipeline:
         prefix = scopes.code_prefix if scopes else "00"
         status, payload = errors.provider_fault(kind, op.v3, provider, prefix, op.operation_id)
         return status, errors.dumps(payload)
+
+
+HINT_LIMIT = 3000  # characters: proxies keep all response headers in a 4-8 KiB buffer
+
+
+def hint_header(hints: list) -> str:
+    """X-Sandbox-Hint: {"refused": [{code, parameters: {name: value received}, expected}]} as
+    JSON, like X-Sandbox-Near-Miss: non-ASCII characters are JSON's \\uXXXX escapes, so the value
+    is plain ASCII (latin-1-safe). Errors past HINT_LIMIT characters are counted in "more"."""
+    shown = []
+    for hint in hints:
+        text = json.dumps({"refused": shown + [hint]}, ensure_ascii=True, separators=(",", ":"))
+        if shown and len(text) > HINT_LIMIT:
+            break
+        shown.append(hint)
+    out = {"refused": shown}
+    if len(shown) < len(hints):
+        out["more"] = len(hints) - len(shown)
+    return json.dumps(out, ensure_ascii=True, separators=(",", ":"))
 
 
 def _person(identity, args) -> str:

@@ -23,6 +23,7 @@ from ..store import Call
 from ..settings import ConfigError
 
 OFF = ("off", "none", "0")
+TOKEN_KEY = "t"  # counters of production's per-token throttles: "tv2:<key>", "tv3:<key>"
 LIMITS = Path(__file__).resolve().parent.parent / "production" / "data" / "rate_limits.yml"
 
 
@@ -83,6 +84,7 @@ class RateLimiter:
                               f"(known: {', '.join(sorted(profiles))})")
         profile = profiles[settings.rate_limit_profile]
         self.store = store
+        self.counted_on = limits["counted_on"]  # version -> "token" or the header a throttle keys on
         # --rate-limit, when given, replaces the profile's limit on every version
         self.per_token = {version: parse_rate(settings.rate_limit or rate) for version, rate in profile.items()}
         self.per_ip = parse_rate(settings.ip_rate_limit)
@@ -90,15 +92,28 @@ class RateLimiter:
         self.providers = [(rule["operations_containing"], parse_rate(rule["rate"]))
                           for rule in limits.get("provider_limits") or []] if settings.provider_limits else []
 
-    def call(self, identity, op, ip: str, owner=None, entry=None) -> Call:
-        """What one API call of `identity` from `ip` asks of the store."""
+    def call(self, identity, op, ip: str, owner=None, entry=None, headers=None) -> Call:
+        """What one API call of `identity` from `ip` asks of the store; `headers`: the request's,
+        for a throttle keyed on a header (v2: X-Api-Key, rate_limits.yml `counted_on`)."""
         call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry)
         version = "v3" if op.v3 else "v2"
-        for key, rate in ((f"t{version}:{identity.key}", self.per_token[version]), (f"ip:{ip}", self.per_ip)):
-            if rate:
+        who = self._counted_as(version, identity, headers)
+        counters = [(f"{TOKEN_KEY}{version}:{who}" if who else None, self.per_token[version]), (f"ip:{ip}", self.per_ip)]
+        for key, rate in counters:
+            if key and rate:
                 call.counters.append((key, rate[1]))
                 call.amounts.append(rate[0])
         return call
+
+    def _counted_as(self, version: str, identity, headers) -> str | None:
+        """The key production's throttle counts the call under, or None: not throttled."""
+        source = self.counted_on[version]
+        if source == "token":
+            return identity.key
+        value = headers.get(source) if headers is not None else None
+        if value is None or not value.strip():  # Ruby's blank?
+            return None
+        return hashlib.sha256(value.encode()).hexdigest()[:32]
 
     @functools.lru_cache(maxsize=None)  # asked on every call; one answer per operation
     def provider_limit(self, operation_id: str) -> tuple[int, int] | None:
@@ -118,11 +133,11 @@ class RateLimiter:
         if revoked:
             raise ApiError("revoked_token")
         decision = None
-        for amount, hit in zip(call.amounts, hits):
+        for (key, _), amount, hit in zip(call.counters, call.amounts, hits):
             if hit.count > amount:
                 headers = Decision(amount, 0, hit.reset).headers() | {"Retry-After": str(retry_after(hit))}
                 raise ApiError("rate_limited", headers=headers)
-            if decision is None:  # the per-token window is the one clients pace themselves on
+            if key.startswith(TOKEN_KEY):  # production's headers come from its throttle only
                 decision = Decision(amount, amount - hit.count, hit.reset)
         return decision
 

@@ -12,9 +12,11 @@ check also names the cases production's parameter validation keeps from ever bei
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,9 @@ class Case:
     key: frozenset = frozenset()
     checker: SchemaChecker | None = field(default=None, repr=False)
     dated: bool = False  # the payload holds relative dates (sandbox.population.dates), resolved per day
+    # the params as written when they hold relative dates (`params` is then their value on the
+    # day the set was keyed, FixtureSet.day); None when they hold none
+    raw_params: dict | None = None
 
     @functools.cached_property  # read on every answer (X-Sandbox-Case, the journal)
     def id(self) -> str:
@@ -80,6 +85,11 @@ class FixtureSet:
     problems: list = field(default_factory=list)       # problems of files and folders (schema: check())
     signature: list = field(default_factory=list)  # files.signature when loaded
     operations: dict = field(default_factory=dict, repr=False)  # operation id -> spec Operation, as loaded
+    # The day the params' relative dates were resolved on, and so the day the index keys hold:
+    # a set with such params is keyed anew for another day (on), the files not read again.
+    day: datetime.date | None = None
+    dated_params: bool = False
+    shadowed: list = field(default_factory=list, repr=False)  # the "same params as" problems of this day's keys
 
     @property
     def fatal(self) -> list:
@@ -98,6 +108,25 @@ class FixtureSet:
                 if refused:
                     out.append(Problem(case.file, "$.params", f"production refuses these params: {refused}; "
                                        "the case is never served", fatal=False))
+        return out
+
+    def on(self, day: datetime.date) -> "FixtureSet":
+        """The same cases keyed on `day`: self when no params hold relative dates or `day` is the
+        set's. Cases without dated params are shared; the others are copied with their params
+        resolved on `day`, so each day has its own keys (two cases may collide one day only)."""
+        if not self.dated_params or day == self.day:
+            return self
+        out = FixtureSet(fallback={}, france_connect=self.france_connect, signature=self.signature,
+                         operations=self.operations, day=day, dated_params=True,
+                         problems=[p for p in self.problems if not any(p is s for s in self.shadowed)])
+        for operation_id, cases in self.ordered.items():
+            op = self.operations[operation_id]
+            out.cases.setdefault(operation_id, {}), out.ordered.setdefault(operation_id, [])
+            out.identities.setdefault(operation_id, [])
+            for case in cases:
+                if case.raw_params is not None:
+                    case = dataclasses.replace(case, params=dates.resolve(case.raw_params, day))
+                _index(out, case, op)
         return out
 
     def match(self, operation_id, args, key: frozenset | None = None):
@@ -139,11 +168,12 @@ class FixtureSet:
         return out
 
 
-def load(dirs, operations: dict) -> FixtureSet:
-    """Read every fixture folder. `operations`: x-operationId -> spec Operation."""
+def load(dirs, operations: dict, day: datetime.date | None = None) -> FixtureSet:
+    """Read every fixture folder. `operations`: x-operationId -> spec Operation; `day`: the day
+    relative dates in params are resolved on (production's today by default)."""
     dirs = [Path(d) for d in dirs]
     # the signature first: an edit made while we read is seen next time
-    fixtures = FixtureSet(signature=signature(dirs), operations=operations)
+    fixtures = FixtureSet(signature=signature(dirs), operations=operations, day=day or clock.today())
     checker = SchemaChecker(operations)
     listing = _listing(dirs)
     reads = read_case_files([path for _, files in listing if isinstance(files, list) for path in files])
@@ -205,35 +235,50 @@ def _load_france_connect(files, fixtures, reads):
 
 
 def _load_operation(operation_id, files, op, fixtures, checker, reads):
-    index = fixtures.cases.setdefault(operation_id, {})
-    ordered = fixtures.ordered.setdefault(operation_id, [])
-    identities = fixtures.identities.setdefault(operation_id, [])
+    fixtures.cases.setdefault(operation_id, {})
+    fixtures.ordered.setdefault(operation_id, [])
+    fixtures.identities.setdefault(operation_id, [])
     for path in files:
         data, problems = reads[path]
         fixtures.problems.extend(problems)
         if data is None:
             continue
         dated, wrong = dates.scan(data["payload"])
+        raw_params = data["params"] or {}
+        dated_params, wrong_params = dates.scan(raw_params, "$.params")
         description = str(data.get("description") or "").strip()
-        wrong += dates.problems(description, "$.description")
+        wrong += wrong_params + dates.problems(description, "$.description")
         if wrong:  # a relative date that does not parse: the case cannot be answered
             fixtures.problems.extend(Problem(path, where, message) for where, message in wrong)
             continue
+        # Params with relative dates (a quotient familial's `annee`, an age the DSNJ accepts) are
+        # matched on their value today: the day enters the key here, and in FixtureSet.on.
         case = Case(operation_id=operation_id, file=path, description=dates.resolve(description, clock.today()),
-                    params=data["params"] or {}, status=data["status"], payload=data["payload"],
-                    latency_ms=int(data.get("latency_ms") or 0), checker=checker, dated=dated)
-        case.key = case_key(case.params)
-        ordered.append(case)
-        if path.stem == "404" and operation_id not in fixtures.fallback:
-            fixtures.fallback[operation_id] = case
-        if case.key in index:
-            other = index[case.key]
-            fixtures.problems.append(Problem(path, "$.params", f"same params as {other.file.name}; "
-                                             f"{other.file.name} answers, this case is never served", fatal=False))
-            continue
-        index[case.key] = case
-        if op.france_connect:
-            identities.append((canonical_identity(case.params), case))
+                    params=dates.resolve(raw_params, fixtures.day) if dated_params else raw_params,
+                    status=data["status"], payload=data["payload"], latency_ms=int(data.get("latency_ms") or 0),
+                    checker=checker, dated=dated, raw_params=raw_params if dated_params else None)
+        fixtures.dated_params = fixtures.dated_params or dated_params
+        _index(fixtures, case, op)
+
+
+def _index(fixtures, case, op):
+    """Add a case to the set's index under its key (case_key of its params on the set's day)."""
+    operation_id, path = case.operation_id, case.file
+    index = fixtures.cases.setdefault(operation_id, {})
+    case.key = case_key(case.params)
+    fixtures.ordered.setdefault(operation_id, []).append(case)
+    if path.stem == "404" and operation_id not in fixtures.fallback:
+        fixtures.fallback[operation_id] = case
+    if case.key in index:
+        other = index[case.key]
+        problem = Problem(path, "$.params", f"same params as {other.file.name}; "
+                          f"{other.file.name} answers, this case is never served", fatal=False)
+        fixtures.problems.append(problem)
+        fixtures.shadowed.append(problem)
+        return
+    index[case.key] = case
+    if op.france_connect:
+        fixtures.identities.setdefault(operation_id, []).append((canonical_identity(case.params), case))
 
 
 class Population:
@@ -255,8 +300,29 @@ class Population:
         self.operations = operations
         self.reload_interval = reload_interval
         self.logger = logger
-        self.current = load(self.dirs, operations)
+        self._current = load(self.dirs, operations)
+        self._swap = threading.Lock()
         self._thread = None
+
+    @property
+    def current(self) -> FixtureSet:
+        """The set being served, keyed on production's today: a set whose params hold relative
+        dates is keyed anew on the first call of a new day (FixtureSet.on, in memory)."""
+        current = self._current
+        if current.dated_params:
+            day = clock.today()
+            if day != current.day:
+                keyed = current.on(day)
+                with self._swap:  # a reload that swapped the set meanwhile wins
+                    if self._current is current:
+                        self._current = keyed
+                return keyed
+        return current
+
+    @current.setter
+    def current(self, fixtures: FixtureSet):
+        with self._swap:
+            self._current = fixtures
 
     def france_connect(self, token: str):
         return self.current.france_connect.get(token)
@@ -268,7 +334,7 @@ class Population:
         if candidate.fatal:
             self.logger.error("fixtures changed but are broken; still serving the last good set:\n  %s",
                               "\n  ".join(map(str, candidate.fatal)))
-            self.current.signature = candidate.signature  # report a broken edit once, not every second
+            self._current.signature = candidate.signature  # report a broken edit once, not every second
             return False
         for problem in candidate.check():  # in the watcher thread: every payload checked, and said
             self.logger.warning("fixture problem: %s", problem)
@@ -279,7 +345,6 @@ class Population:
     def start_watching(self):
         if self._thread is not None or not self.reload_interval:
             return
-        import threading
         self._stop, self._changed = threading.Event(), threading.Event()
         self._observer = None
         self._thread = threading.Thread(target=self._watch, name="fixture-watcher", daemon=True)

@@ -105,7 +105,7 @@ def skeleton_params(op, fixture_set=None) -> dict:
     model = next((c for c in (fixture_set.ordered.get(op.operation_id, ()) if fixture_set else ())
                   if c.status == 200), None)
     if model is not None:
-        params = json.loads(json.dumps(model.params, default=str))
+        params = json.loads(json.dumps(model.raw_params or model.params, default=str))  # templates stay templates
         for name in NAME_PARAMS:
             if name in params:
                 params[name] = "NOUVEAU"

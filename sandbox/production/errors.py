@@ -108,11 +108,13 @@ V2_FLAT_KINDS = frozenset({"expired_token", "revoked_token"})
 class ParameterErrors(ApiError):
     """Production's parameter errors (sandbox/production/validation_rules.py): each a dict of code,
     title, detail and, where production sets them, source and meta. v3 lists them all (422);
-    v2 answers the first (400 bad_request)."""
+    v2 answers the first (400 bad_request). `hints`: what to send instead, one per item
+    (parameter_hints.py), which the body never shows: the API adds them as X-Sandbox-Hint."""
 
-    def __init__(self, items):
+    def __init__(self, items, hints=()):
         super().__init__("invalid_parameters")
         self.items = list(items)
+        self.hints = list(hints)
 
 
 def render(error: ApiError, v3: bool) -> tuple[int, dict]:

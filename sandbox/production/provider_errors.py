@@ -33,8 +33,11 @@ FAULT_BY_STATUS = {404: "not_found", 409: "conflict", 500: API_INTERNAL, 502: "n
 
 def entry(kind: str, provider: str, operation_id: str | None = None) -> dict:
     """The kind's rule, with the provider's then the operation's differences applied."""
-    out = dict(KINDS[kind])
-    out.update((RULES.get("by_provider") or {}).get(provider, {}).get(kind, {}))
+    override = (RULES.get("by_provider") or {}).get(provider, {}).get(kind, {})
+    # `answered_as`: production's code for this provider turns the failure into another kind's
+    # error (France Travail's throttle is read as an unknown answer)
+    out = dict(KINDS[override.get("answered_as", kind)])
+    out.update((k, v) for k, v in override.items() if k != "answered_as")
     if operation_id:
         out.update((RULES.get("by_operation") or {}).get(operation_id, {}).get(kind, {}))
     if kind == "maintenance":

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ParameterErrors
+from .parameter_hints import hints
 from .parameter_checks import *  # noqa: F403 - the validators the route table names
 from .parameter_checks import A, blank, rails_params, ruby_split, to_i  # noqa: F401 - used by transport and tests
 
@@ -33,34 +34,51 @@ PARAMETER_ERRORS = {k: v for k, v in _DATA.items() if isinstance(v, dict)}
 
 
 # --- each route: how production reads its query, and its steps ---------------------------------
-def _v3_civility(q):  # controllers/concerns/api_particulier/civility_parameters.rb
-    p = {k: q.get(v) for k, v in (
-        ("nom_usage", "nomUsage"), ("nom_naissance", "nomNaissance"), ("prenoms", "prenoms"),
-        ("annee_date_naissance", "anneeDateNaissance"), ("mois_date_naissance", "moisDateNaissance"),
-        ("jour_date_naissance", "jourDateNaissance"), ("sexe_etat_civil", "sexeEtatCivil"),
-        ("nom_commune_naissance", "nomCommuneNaissance"), ("code_cog_insee_pays_naissance", "codeCogInseePaysNaissance"),
-        ("code_cog_insee_departement_naissance", "codeCogInseeDepartementNaissance"))}
-    commune = q.get("codeCogInseeCommuneNaissance")
+class Reading:
+    """How a route reads its query into production's params: `names` maps each of production's
+    names to the query parameter it comes from (X-Sandbox-Hint names that one); `read` is the
+    reading itself, when it is more than taking each value as Rails gives it."""
+
+    def __init__(self, names: dict, read=None):
+        self.names = names
+        self.read = read
+
+    def __call__(self, q) -> dict:
+        return self.read(q) if self.read else {k: q.get(v) for k, v in self.names.items()}
+
+
+V3_CIVILITY = {  # controllers/concerns/api_particulier/civility_parameters.rb
+    "nom_usage": "nomUsage", "nom_naissance": "nomNaissance", "prenoms": "prenoms",
+    "annee_date_naissance": "anneeDateNaissance", "mois_date_naissance": "moisDateNaissance",
+    "jour_date_naissance": "jourDateNaissance", "sexe_etat_civil": "sexeEtatCivil",
+    "nom_commune_naissance": "nomCommuneNaissance", "code_cog_insee_pays_naissance": "codeCogInseePaysNaissance",
+    "code_cog_insee_departement_naissance": "codeCogInseeDepartementNaissance",
+    "code_cog_insee_commune_naissance": "codeCogInseeCommuneNaissance"}
+
+
+def _read_v3_civility(q, names=V3_CIVILITY):
+    p = {k: q.get(v) for k, v in names.items()}
+    commune = p["code_cog_insee_commune_naissance"]  # `.presence`: a blank commune is none
     p["code_cog_insee_commune_naissance"] = None if blank(commune) else commune
     return p
 
 
+_v3_civility = Reading(V3_CIVILITY, _read_v3_civility)
+
+
 def _v3_extra(**names):
-    def read(q):
-        p = _v3_civility(q)
-        p.update({k: q.get(v) for k, v in names.items()})
-        return p
-    return read
+    both = {**V3_CIVILITY, **names}
+    return Reading(both, lambda q: _read_v3_civility(q, both))
 
 
-def _v2_cnav(q):  # controllers/api_particulier/v2/cnav/abstract_controller.rb (civility_params)
-    return {k: q.get(v) for k, v in (
-        ("nom_usage", "nomUsage"), ("nom_naissance", "nomNaissance"), ("prenoms", "prenoms"),
-        ("annee_date_naissance", "anneeDateDeNaissance"), ("mois_date_naissance", "moisDateDeNaissance"),
-        ("jour_date_naissance", "jourDateDeNaissance"), ("code_cog_insee_pays_naissance", "codePaysLieuDeNaissance"),
-        ("code_cog_insee_commune_naissance", "codeInseeLieuDeNaissance"),
-        ("code_cog_insee_departement_naissance", "codeInseeDepartementNaissance"),
-        ("nom_commune_naissance", "nomCommuneNaissance"), ("sexe_etat_civil", "sexe"), ("annee", "annee"), ("mois", "mois"))}
+# controllers/api_particulier/v2/cnav/abstract_controller.rb (civility_params)
+_v2_cnav = Reading({
+    "nom_usage": "nomUsage", "nom_naissance": "nomNaissance", "prenoms": "prenoms",
+    "annee_date_naissance": "anneeDateDeNaissance", "mois_date_naissance": "moisDateDeNaissance",
+    "jour_date_naissance": "jourDateDeNaissance", "code_cog_insee_pays_naissance": "codePaysLieuDeNaissance",
+    "code_cog_insee_commune_naissance": "codeInseeLieuDeNaissance",
+    "code_cog_insee_departement_naissance": "codeInseeDepartementNaissance",
+    "nom_commune_naissance": "nomCommuneNaissance", "sexe_etat_civil": "sexe", "annee": "annee", "mois": "mois"})
 
 
 def _split_date(value):
@@ -69,26 +87,36 @@ def _split_date(value):
             for i, k in enumerate(("annee_date_naissance", "mois_date_naissance", "jour_date_naissance"))}
 
 
-def _v2_mesri(q):  # controllers/api_particulier/v2/mesri/student_status_controller.rb
-    return {"nom_naissance": q.get("nom"), "prenoms": [q.get("prenom")], "sexe_etat_civil": q.get("sexe"),
-            "code_cog_insee_commune_naissance": q.get("lieuDeNaissance"),
-            **_split_date(q.get("dateDeNaissance") or "")}
+def _date_from(name: str) -> dict:
+    return dict.fromkeys(("annee_date_naissance", "mois_date_naissance", "jour_date_naissance"), name)
 
 
-def _v2_cnous(q):  # controllers/api_particulier/v2/cnous/student_scholarship_controller.rb
+_v2_mesri = Reading(  # controllers/api_particulier/v2/mesri/student_status_controller.rb
+    {"nom_naissance": "nom", "prenoms": "prenom", "sexe_etat_civil": "sexe",
+     "code_cog_insee_commune_naissance": "lieuDeNaissance", **_date_from("dateDeNaissance")},
+    lambda q: {"nom_naissance": q.get("nom"), "prenoms": [q.get("prenom")], "sexe_etat_civil": q.get("sexe"),
+               "code_cog_insee_commune_naissance": q.get("lieuDeNaissance"),
+               **_split_date(q.get("dateDeNaissance") or "")})
+
+
+def _read_v2_cnous(q):  # controllers/api_particulier/v2/cnous/student_scholarship_controller.rb
     given = q.get("prenoms") or ""
     return {"nom_naissance": q.get("nom"), "prenoms": given.split() if isinstance(given, str) else given,
             **(_split_date(q.get("dateDeNaissance")) if q.get("dateDeNaissance") is not None else {})}
 
 
-def _v2_men(q):  # controllers/api_particulier/v2/men/scolarites_controller.rb
-    return {"nom_naissance": q.get("nom"), "prenoms": [q.get("prenom")], "sexe_etat_civil": q.get("sexe"),
-            "code_etablissement": q.get("codeEtablissement"), "annee_scolaire": q.get("anneeScolaire"),
-            **_split_date(q.get("dateNaissance") if not blank(q.get("dateNaissance")) else "")}
+_v2_cnous = Reading({"nom_naissance": "nom", "prenoms": "prenoms", **_date_from("dateDeNaissance")}, _read_v2_cnous)
+
+_v2_men = Reading(  # controllers/api_particulier/v2/men/scolarites_controller.rb
+    {"nom_naissance": "nom", "prenoms": "prenom", "sexe_etat_civil": "sexe", "code_etablissement": "codeEtablissement",
+     "annee_scolaire": "anneeScolaire", **_date_from("dateNaissance")},
+    lambda q: {"nom_naissance": q.get("nom"), "prenoms": [q.get("prenom")], "sexe_etat_civil": q.get("sexe"),
+               "code_etablissement": q.get("codeEtablissement"), "annee_scolaire": q.get("anneeScolaire"),
+               **_split_date(q.get("dateNaissance") if not blank(q.get("dateNaissance")) else "")})
 
 
 def _plain(**names):
-    return lambda q: {k: q.get(v) for k, v in names.items()}
+    return Reading(names)
 
 
 CNAV = [[cnav_sexe, cnav_birthplace, pays_naissance, cnav_date, request_id, cnav_prenoms, nom_naissance]]
@@ -170,7 +198,8 @@ def check_recipient(v3: bool, query: dict, france_connect: bool):
     present, required on a FranceConnect call; v2 answers 400 bad_request."""
     recipient = query.get("recipient")
     if (v3 or france_connect or not blank(recipient)) and not is_siret(recipient):
-        raise ParameterErrors([PARAMETER_ERRORS["recipient_invalid"]])
+        raise ParameterErrors([PARAMETER_ERRORS["recipient_invalid"]],
+                              hints([("recipient", "recipient_invalid", PARAMETER_ERRORS["recipient_invalid"]["code"])], {"recipient": "recipient"}, query, None))
 
 
 def check(operation_id: str, v3: bool, args, headers, france_connect: bool = False) -> bool:
@@ -189,8 +218,13 @@ def check(operation_id: str, v3: bool, args, headers, france_connect: bool = Fal
     params = read(query)
     for group in steps:
         errors: list = []
+        reported = {}  # field -> the validator that reported it, for the hint's format
         for rule in group:
             rule(params, errors, ctx)
+            for field in errors:
+                reported.setdefault(field, rule.__name__)
         if errors:
-            raise ParameterErrors([PARAMETER_ERRORS[field] for field in errors])
+            found = [(reported[field], field, PARAMETER_ERRORS[field]["code"]) for field in errors]
+            raise ParameterErrors([PARAMETER_ERRORS[field] for field in errors],
+                                  hints(found, read.names, query, headers))
     return True

@@ -44,19 +44,37 @@ STATUSES = {
 def test_v3_status_of_each_kind(kind):
     """siade/app/controllers/concerns/organizers_methods_helpers.rb#extract_http_code: provider,
     unknown and network errors 502, timeout 504, maintenance 503 (the only 503)."""
-    status, body = errors.provider_fault(kind, True, "France Travail", "24")
+    status, body = errors.provider_fault(kind, True, "CNAV", "37")  # CNAV reads a 429 as a throttle
     assert status == STATUSES[kind][0]
     [error] = body["errors"]
-    assert error["code"] == ("00501" if kind == "network_error" else "24" + provider_errors.KINDS[kind]["subcode"])
+    assert error["code"] == ("00501" if kind == "network_error" else "37" + provider_errors.KINDS[kind]["subcode"])
 
 
 @pytest.mark.parametrize("kind", sorted(STATUSES))
 def test_v2_status_and_error_of_each_kind(kind):
     """siade/app/controllers/api_particulier/v2/base_controller.rb#extract_http_code and #format_error:
     provider errors 503 (`data_provider_error`; an unknown answer keeps its kind as `error`)."""
-    status, body = errors.provider_fault(kind, False, "France Travail", "24")
+    status, body = errors.provider_fault(kind, False, "CNAV", "37")
     assert (status, body["error"]) == STATUSES[kind][1:]
     assert set(body) == {"error", "reason", "message"}
+
+
+@pytest.mark.parametrize("provider, prefix", [("France Travail", "24"), ("MESRI", "25"), ("CNOUS", "26"), ("MEN", "30"),
+                                              ("GIP-MDS", "31"), ("DSNJ", "39"), ("SDH", "41")])
+def test_a_throttle_of_a_provider_whose_code_has_no_429_case_is_an_unknown_answer(provider, prefix):
+    """siade/app/interactors/france_travail/{statut,indemnites}/validate_response.rb (and the
+    validate_response.rb of MESRI, CNOUS, MEN, GIP-MDS, DSNJ, SDH): a 429 is not 200, so it ends in
+    unknown_provider_response! (ProviderUnknownError, 999): v3 502, v2 503 `provider_unknown_error`.
+    Only CNAV's code turns a 429 into ProviderRateLimitingError (008)."""
+    assert errors.provider_fault("rate_limited", True, provider, prefix) == \
+        errors.provider_fault("provider_error", True, provider, prefix)
+    status, body = errors.provider_fault("rate_limited", True, provider, prefix)
+    assert status == 502 and body["errors"][0]["code"] == prefix + "999"
+    assert body["errors"][0]["meta"] == {"provider": provider}
+    status, body = errors.provider_fault("rate_limited", False, provider, prefix)
+    assert (status, body["error"]) == (503, "provider_unknown_error")
+    status, body = errors.provider_fault("rate_limited", True, "CNAF & MSA", "35")
+    assert status == 502 and body["errors"][0]["code"] == "35008"
 
 
 def test_v2_not_found_and_provider_error_bodies():
