@@ -2,6 +2,8 @@
 
     dispatch ─┬─ a path of an API route ──> api.ApiApp (werkzeug only: the pipeline)
               └─ anything else ───────────> Flask: /sandbox/*, /docs, /openapi.yml, /, errors
+    (with --franceconnect-port, requests on that port go to the built-in FranceConnect alone:
+    franceconnect/own_port.py)
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None, start: bool = True):
     api_cors = get_cors_options(app, cors)
     api = ApiApp([op for op in sandbox.specs.operations if op.is_api], sandbox.pipeline,
                  lambda req: get_cors_headers(api_cors, req.headers, req.method).items(multi=True))
-    app.wsgi_app = _dispatch(api, app.wsgi_app)
+    app.wsgi_app = franceconnect.serve_on_own_port(settings.franceconnect_port, _dispatch(api, app.wsgi_app))
     if start:
         sandbox.start()
     return app

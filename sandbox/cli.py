@@ -70,8 +70,13 @@ def main():
 @click.option("--serve-retired", is_flag=True, default=None,
               help="Keep serving the CAF v1 route production answers 410 (/api/v2/composition-familiale) "
                    "[off; SANDBOX_SERVE_RETIRED].")
+@click.option("--franceconnect-port", type=int, metavar="PORT",
+              help="Also serve the built-in FranceConnect on this port, at FranceConnect's own paths "
+                   "(/api/v2/authorize, ...), for clients configured with a base address only "
+                   "[off; SANDBOX_FRANCECONNECT_PORT].")
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
-          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired):
+          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired,
+          franceconnect_port):
     """Serve the API with gunicorn."""
     try:
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
@@ -81,6 +86,7 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              provider_limits=None if provider_limits is None else provider_limits == "on",
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
+                             franceconnect_port=franceconnect_port,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)
         from .api.ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):

@@ -19,7 +19,9 @@ from .settings import Settings
 def gunicorn_options(settings: Settings) -> dict:
     """gunicorn's settings for `settings` (also read by sandbox/gunicorn_conf.py)."""
     return {
-        "bind": f"{settings.host}:{settings.port}",
+        # The built-in FranceConnect's own port, if any, on the same address: a request's listening
+        # port tells the app which side it is for (franceconnect/own_port.py).
+        "bind": [f"{settings.host}:{port}" for port in (settings.port, settings.franceconnect_port) if port],
         "workers": settings.workers,
         "threads": settings.threads,
         "worker_class": "gthread",
@@ -49,7 +51,9 @@ def banner(settings: Settings) -> str:
     return (f"\nparticulier-sandbox: serving {base}\n"
             f"  try it:    {base}/docs\n"
             f"  personas:  {base}/docs/personas\n"
-            f"  a token:   curl -s -X POST {base}/sandbox/tokens\n")
+            f"  a token:   curl -s -X POST {base}/sandbox/tokens\n"
+            + (f"  FranceConnect: http://{host}:{settings.franceconnect_port}/api/v2/.well-known/openid-configuration\n"
+               if settings.franceconnect_port else ""))
 
 
 def post_fork(server, worker):

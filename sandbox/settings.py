@@ -78,6 +78,15 @@ class Settings:
     default_token_ttl: int = 86400
     franceconnect_clients: str | None = None  # `id:secret[=uri,uri]` entries, `;`-separated (docs/franceconnect.md)
     franceconnect_ttl: int = 60  # seconds a built-in FranceConnect access token lives, as FranceConnect's own
+    franceconnect_port: int | None = None  # also serve the provider there, at FranceConnect's own paths (/api/v2/...)
+
+    def __post_init__(self):
+        if self.franceconnect_port is not None:
+            if not 0 < self.franceconnect_port < 65536:
+                raise ConfigError(f"--franceconnect-port: {self.franceconnect_port} is not a port")
+            if self.franceconnect_port == self.port:
+                raise ConfigError("--franceconnect-port must differ from --port: FranceConnect's paths "
+                                  "(/api/v2/...) are API Particulier's v2 routes on the main port")
 
     @classmethod
     def from_env(cls, env=os.environ, **overrides) -> "Settings":
@@ -152,4 +161,5 @@ ENVIRONMENT = {
     "AIRTABLE_BASE_ID": ("airtable_base", str),
     "SANDBOX_FRANCECONNECT_CLIENTS": ("franceconnect_clients", str),
     "SANDBOX_FRANCECONNECT_TTL": ("franceconnect_ttl", int),
+    "SANDBOX_FRANCECONNECT_PORT": ("franceconnect_port", int),
 }

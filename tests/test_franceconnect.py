@@ -223,3 +223,87 @@ def test_a_family_is_the_same_household_on_every_route(client):
     v2 = client.get(f"/api/v2/composition-familiale-v2?recipient={RECIPIENT}",
                     headers={"Authorization": f"Bearer {access}"})
     assert v2.status_code == 200 and {e["prenoms"] for e in v2.json["enfants"]} == {"MAËL", "NOLWENN ANNE", "GAËL"}
+
+
+def _code_and_token(client, base_url="http://localhost", prefix=PREFIX, citizen=CITIZEN):
+    nonce = _random()
+    query = {"client_id": "sandbox", "redirect_uri": CALLBACK, "response_type": "code", "state": _random(),
+             "nonce": nonce, "acr_values": "eidas1", "scope": "openid identite_pivot cnaf_quotient_familial",
+             "login_hint": citizen,
+             "prompt": "none"}
+    back = client.get(prefix + "/authorize", query_string=query, base_url=base_url).headers["Location"]
+    answer = client.post(prefix + "/token", base_url=base_url, data={
+        "grant_type": "authorization_code", "code": parse_qs(urlparse(back).query)["code"][0],
+        "redirect_uri": CALLBACK, "client_id": "sandbox", "client_secret": "sandbox"})
+    assert answer.status_code == 200, answer.json
+    return nonce, answer.json
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # authlib.jose: still the client's own JOSE code
+def test_the_id_token_carries_the_at_hash_an_oidc_library_checks(client):
+    from authlib.jose import JsonWebKey, jwt
+    from authlib.oidc.core import CodeIDToken
+    from joserfc.errors import InvalidClaimError
+
+    nonce, token = _code_and_token(client)
+    keys = JsonWebKey.import_key_set(client.get(PREFIX + "/jwks").json)
+
+    def claims(access_token):
+        return jwt.decode(token["id_token"], keys, claims_cls=CodeIDToken,
+                          claims_options={"at_hash": {"essential": True}},
+                          claims_params={"nonce": nonce, "client_id": "sandbox", "access_token": access_token})
+
+    claims(token["access_token"]).validate()
+    with pytest.raises(InvalidClaimError, match="at_hash"):
+        claims(token["access_token"] + "x").validate()
+
+
+def test_on_its_own_port_the_provider_answers_at_franceconnects_paths(make_app):
+    """The dispatch by listening port (SERVER_PORT), as gunicorn sets it; the real server and
+    client libraries: tests/real_clients/test_franceconnect_own_port.py."""
+    client = make_app(franceconnect_port=9443).test_client()
+    own = "http://localhost:9443"
+    discovery = client.get("/api/v2/.well-known/openid-configuration", base_url=own).json
+    assert discovery["issuer"] == own + "/api/v2" and discovery["token_endpoint"] == own + "/api/v2/token"
+    nonce, token = _code_and_token(client, base_url=own, prefix="/api/v2")
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+    keys = KeySet.import_key_set(client.get("/api/v2/jwks", base_url=own).json)
+    assert jwt.decode(token["id_token"], keys).claims["iss"] == own + "/api/v2"
+    answer = client.get(f"/v3/dss/quotient_familial/france_connect?recipient={RECIPIENT}",
+                        headers={"Authorization": f"Bearer {token['access_token']}"})  # the main port
+    assert answer.status_code == 200 and answer.json["data"]["quotient_familial"]["valeur"] == 385
+
+    assert client.get("/franceconnect/personas", base_url=own).status_code == 200  # its own pages too
+    elsewhere = client.get(f"/v3/dss/quotient_familial/france_connect?recipient={RECIPIENT}", base_url=own,
+                           headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert elsewhere.status_code == 404 and elsewhere.json["error"] == "not_found"
+    main = client.get(PREFIX + "/.well-known/openid-configuration")  # the main port is unchanged
+    assert main.json["issuer"] == "http://localhost" + PREFIX
+    v2 = client.get("/api/v2/.well-known/openid-configuration")
+    assert v2.status_code == 404 and "issuer" not in (v2.get_json(silent=True) or {})
+
+
+def test_the_port_setting_is_checked():
+    from sandbox.settings import ConfigError, Settings
+
+    assert Settings.from_env({"SANDBOX_FRANCECONNECT_PORT": "9443"}).franceconnect_port == 9443
+    for port in (8000, 0, 70000):
+        with pytest.raises(ConfigError, match="franceconnect-port"):
+            Settings(port=8000, franceconnect_port=port)
+
+
+def test_a_citizen_born_abroad_has_franceconnects_empty_birthplace(client):
+    """FranceConnect sends birthplace "" and the country's COG code as birthcountry for a birth
+    abroad; a v2 case naming the country as "lieu de naissance" (MESRI's lieuDeNaissance=99350)
+    does not make it her birthplace."""
+    citizens = {p["id"]: p["identity"] for h in client.get("/franceconnect/personas").json["households"]
+                for p in h["personas"]}
+    ines = citizens["etudiant_3"]  # Inès DÉMO, born in Morocco; api_particulier_v2_mesri_student_status too
+    assert (ines["birthplace"], ines["birthcountry"]) == ("", "99350")
+    for identity in citizens.values():
+        if identity["birthcountry"] == "99100":
+            assert len(identity["birthplace"]) == 5 and not identity["birthplace"].startswith("99"), identity
+        else:
+            assert identity["birthplace"] == "", identity
+    assert sum(i["birthcountry"] != "99100" for i in citizens.values()) >= 20

@@ -85,6 +85,10 @@ def identity_from_params(params: dict) -> dict | None:
     sexe = canon.get("sexe")
     country = _first(fields, IDENTITY_FIELDS["pays"])
     place = _first(fields, IDENTITY_FIELDS["lieu"])
+    if place is not None and _is_country(str(place)):
+        # a v2 "lieu de naissance" holds the country code of a birth abroad: that is FranceConnect's
+        # birthcountry, and its birthplace is then empty
+        country, place = country or place, ""
     return {"given_name": " ".join(words), "given_name_array": words,
             "family_name": str(_first(fields, IDENTITY_FIELDS["nom"])),
             "birthdate": f"{int(canon['annee']):04d}-{int(canon['mois']):02d}-{int(canon['jour']):02d}",
@@ -94,13 +98,22 @@ def identity_from_params(params: dict) -> dict | None:
             "preferred_username": fields.get("nomUsage") or None, "email": None}
 
 
+def _is_country(code: str) -> bool:
+    """An INSEE COG country code (99xxx), as opposed to a commune's."""
+    return len(code) == 5 and code.startswith("99") and code.isdigit()
+
+
 def _complete(identity: dict) -> dict:
     out = dict(identity)
     out["gender"] = out.get("gender") or "female"
     out["birthcountry"] = out.get("birthcountry") or FRANCE
-    if out.get("birthplace") is None:
-        # FranceConnect gives no commune for a birth abroad; in France, Paris stands in.
-        out["birthplace"] = "75056" if out["birthcountry"] == FRANCE else ""
+    if out["birthcountry"] != FRANCE:
+        # FranceConnect sends an empty birthplace for a birth abroad: it checks birthplace as a
+        # commune code only when birthcountry is France's (france-connect/sources, OidcIdentityDto),
+        # and API Particulier forwards it as codeCogInseeCommuneNaissance.
+        out["birthplace"] = ""
+    elif not out.get("birthplace"):
+        out["birthplace"] = "75056"  # a commune is always known for a birth in France: Paris stands in
     out["preferred_username"] = out.get("preferred_username") or ""
     out["email"] = out.get("email") or \
         f"{_slug(out['given_name_array'][0])}.{_slug(out['family_name'])}@example.com".replace("-", "")

@@ -8,6 +8,7 @@ remembered is remembered in the shared store's revocation list: a code once rede
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import time
@@ -61,6 +62,13 @@ class TokenError(Exception):
 def subject(client_id: str, citizen_id: str) -> str:
     """FranceConnect's sub: one per citizen and service provider (pairwise), 64 hex digits + 'v1'."""
     return hashlib.sha256(f"{client_id}\n{citizen_id}".encode()).hexdigest() + "v1"
+
+
+def at_hash(access_token: str) -> str:
+    """The id_token's at_hash, as FranceConnect's carry it (OpenID Connect Core 3.1.3.6): the left
+    half of the access token's SHA-256 (the hash of RS256), base64url without padding."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:len(digest) // 2]).rstrip(b"=").decode("ascii")
 
 
 class Provider:
@@ -140,7 +148,6 @@ class Provider:
     def redeem(self, form, authorization: str | None, issuer: str) -> dict:
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if authorization and authorization.lower().startswith("basic "):
-            import base64
             from urllib.parse import unquote
             try:
                 pair = base64.b64decode(authorization[6:].strip()).decode()
@@ -171,10 +178,11 @@ class Provider:
         access = {"iss": issuer, "aud": client.id, "client_id": client.id, "sub": sub, "sid": sid,
                   "jti": "at-" + sid, "scope": code["scope"], "citizen": code["citizen"],
                   "identity": code["identity"], "iat": now, "exp": now + self.ttl}
+        access_token = self.signer.sign(access, keys.ACCESS)
         id_token = {"iss": issuer, "sub": sub, "aud": client.id, "iat": now, "exp": now + self.ttl,
                     "nonce": code["nonce"], "acr": code["acr"], "amr": ["pwd"], "auth_time": code["auth_time"],
-                    "sid": sid}
-        return {"access_token": self.signer.sign(access, keys.ACCESS), "token_type": "Bearer",
+                    "sid": sid, "at_hash": at_hash(access_token)}
+        return {"access_token": access_token, "token_type": "Bearer",
                 "expires_in": self.ttl, "id_token": self.signer.sign(id_token, keys.ID_TOKEN),
                 "scope": code["scope"]}
 

@@ -1,5 +1,6 @@
-"""The provider's HTTP side: FranceConnect v2's endpoints under /franceconnect/api/v2/, the
-citizen picker and consent pages, the personas list, and the "try it" page's callback."""
+"""The provider's HTTP side: FranceConnect v2's endpoints under /franceconnect/api/v2/ (and at
+/api/v2/ on the provider's own port, own_port.py), the citizen picker and consent pages, the
+personas list, and the "try it" page's callback."""
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -9,13 +10,17 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from .provider import ACR, IDENTITY_SCOPES, AuthorizeError, TokenError
 
 PREFIX = "/franceconnect/api/v2"
+FC_PATHS = "/api/v2"  # FranceConnect's own, at its host's root: served on the provider's own port (own_port.py)
+AT_ROOT = "sandbox.franceconnect.at_root"  # environ key: the request came in at FranceConnect's own paths
 # No inline script; no form-action: the consent form's answer redirects to the client's address.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'")
 
 
 def issuer() -> str:
-    return request.url_root.rstrip("/") + PREFIX
+    """The address the provider was reached by: the id_token's `iss` must be the one the client's
+    discovery gave, on whichever port it asked."""
+    return request.url_root.rstrip("/") + (FC_PATHS if request.environ.get(AT_ROOT) else PREFIX)
 
 
 def _with_query(uri: str, params: dict) -> str:
