@@ -194,6 +194,23 @@ def test_v3_validation_errors_as_on_the_other_cnav_routes(client):
     assert "00427" in codes  # sexe de l'état civil
 
 
+def test_cnav_s_own_limit_per_person_applies_to_ars(make_app):
+    """Production's ARS spec runs `too_many_requests(CNAV::AllocationRentreeScolaire)`: CNAV's 100
+    calls a minute per person and route, answered as a provider throttle (502 36008), not a 429."""
+    app = make_app(rate_limit="off", ip_rate_limit="off")
+    frozen = app.extensions["sandbox"].store.clock()
+    app.extensions["sandbox"].store.clock = lambda: frozen  # the minute does not roll over mid-test
+    client = app.test_client()
+    token = _bearer(token_for([SCOPE]))
+    camille = _query(_answered(ARS_OPERATIONS[0])["200_bacasable_camille.yaml"]["params"])
+    statuses = [client.get(CIVILITY, query_string=camille, headers=token).status_code for _ in range(101)]
+    assert statuses[:100] == [200] * 100 and statuses[100] == 502
+    refused = client.get(CIVILITY, query_string=camille, headers=token).json["errors"][0]
+    assert refused["code"] == "36008"
+    someone_else = _query(_answered(ARS_OPERATIONS[0])["200_demo_aicha.yaml"]["params"])
+    assert client.get(CIVILITY, query_string=someone_else, headers=token).status_code == 200
+
+
 # --- the FranceConnect route -----------------------------------------------------------------
 
 @pytest.mark.parametrize("fc_token, file, benefit", [
