@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import re
+import secrets
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
@@ -238,6 +240,23 @@ def test_france_connect_errors_and_refusals(client):
     by_identity = client.get(CIVILITY, query_string=_query(camille["params"]), headers=_bearer(token_for([SCOPE])))
     by_fc = client.get(FRANCE_CONNECT, query_string={"recipient": RECIPIENT}, headers=_bearer("tout"))
     assert by_identity.json["data"] == by_fc.json["data"]
+
+
+def test_a_built_in_franceconnect_login_reaches_the_ars_route(client):
+    """The relying party's flow: log in with the built-in FranceConnect (the example family,
+    non-interactively), consent to the ARS scope, call the route with the access token."""
+    query = {"client_id": "sandbox", "redirect_uri": "http://rp.example.test/callback", "response_type": "code",
+             "state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32), "acr_values": "eidas1",
+             "login_hint": "famille_sablier", "prompt": "none", "scope": f"openid identite_pivot {SCOPE}"}
+    back = client.get("/franceconnect/api/v2/authorize", query_string=query)
+    code = parse_qs(urlparse(back.headers["Location"]).query)["code"][0]
+    access = client.post("/franceconnect/api/v2/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": "http://rp.example.test/callback",
+        "client_id": "sandbox", "client_secret": "sandbox"}).json["access_token"]
+    answer = client.get(FRANCE_CONNECT, query_string={"recipient": RECIPIENT}, headers=_bearer(access))
+    assert answer.status_code == 200, answer.json
+    assert answer.headers["X-Sandbox-Case"].endswith("200_fc_sablier_margot.yaml")
+    assert answer.json["data"]["status"] == "allocataire"
 
 
 # --- Cnous v5: the INE behind cnous_ine, on every call modality ------------------------------
