@@ -47,6 +47,13 @@ LATEST_PRODUCTION_V3 = (
     "/v5/cnous/etudiant_boursier/france_connect",
 )
 
+# siade/config/routes/api_particulier.rb, namespace /api/v2 (unchanged since the snapshot)
+LATEST_PRODUCTION_V2 = tuple(f"/api/v2/{name}" for name in (
+    "complementaire-sante-solidaire", "composition-familiale-v2", "allocation-adulte-handicape",
+    "allocation-soutien-familial", "prime-activite", "revenu-solidarite-active", "situations-pole-emploi",
+    "paiements-pole-emploi", "etudiants", "scolarites", "etudiants-boursiers"))
+RETIRED = ("/api/v2/composition-familiale", "/api/v2/avis-imposition", "/api/caf/famille", "/api/impots/svair")
+
 
 def _bearer(token):
     return {"Authorization": f"Bearer {token}"}
@@ -347,5 +354,23 @@ def test_every_route_of_the_latest_production_answers_through_a_real_server(star
         answered[path] = (answer.status_code, answer.text[:200])
         assert re.match(r"application/(vnd\.api\+)?json", answer.headers["Content-Type"])
     assert {path: status for path, status in answered.items() if status[0] != 200} == {}
-    ping = requests.get(server.url + "/api/cnav_allocation_rentree_scolaire/ping", timeout=10)
-    assert ping.status_code == 200 and ping.json()["status"] == "ok"
+    # v2 (X-Api-Key), each with a case of the catalogue
+    v2_answers = {}
+    for path in LATEST_PRODUCTION_V2:
+        case = next(c for c in by_path[path]["cases"] if c["status"] == 200)
+        # arrays as `name[]` (production's v2 reads `prenoms[]`), no recipient on v2
+        params = [pair for pair in _query(case["params"]) if pair[0] != "recipient"]
+        v2_answers[path] = requests.get(server.url + path, params=params, headers={"X-Api-Key": token},
+                                        timeout=10).status_code
+    assert set(v2_answers.values()) == {200}, v2_answers
+    # the routes production has retired answer its 410, before any token check
+    for path in RETIRED:
+        assert requests.get(server.url + path, timeout=10).status_code == 410, path
+    assert requests.get(server.url + "/api/ping", timeout=10).json() == "pong"
+    assert requests.get(server.url + "/api/introspect", headers=_bearer(token), timeout=10).status_code == 200
+    listed = requests.get(server.url + "/api/pings", timeout=10).json()
+    assert {"name": "CNAV - Allocation de Rentrée Scolaire (ARS)",
+            "url": f"{server.url}/api/cnav_allocation_rentree_scolaire/ping"} in listed
+    for entry in listed:
+        ping = requests.get(entry["url"], timeout=10)
+        assert ping.status_code == 200 and ping.json()["status"] == "ok", entry
