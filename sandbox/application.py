@@ -26,6 +26,7 @@ from .population.fixtures import Population
 from .api.journal import Journal
 from .population.runtime import RuntimePersonas
 from .api.ratelimit import RateLimiter
+from .production.pings import Pings, UnknownProvider
 from .production.scopes import ScopeCatalogue
 from .settings import ConfigError, Settings
 from .production.spec import load_specs
@@ -46,6 +47,10 @@ class Sandbox:
         self.settings = settings
         self.store = open_store(settings)  # first: an unreachable Redis stops the start at once
         self.specs = load_specs(settings.specs)
+        try:
+            self.pings = Pings(settings.provider_states)  # production's provider pings, states of the run
+        except UnknownProvider as exc:
+            raise ConfigError(f"--provider-state: {exc}") from None
         self.operations = self.specs.by_operation_id()
         self.catalogue = ScopeCatalogue()
         self.population = Population(settings.fixtures, self.operations, settings.reload_interval, logger)
@@ -64,7 +69,7 @@ class Sandbox:
         self.journal = Journal(self.store)
         self.personas = RuntimePersonas(self.store, self.operations, self.population)
         self.pipeline = Pipeline(settings, self.authenticator, self.limiter, self.catalogue,
-                                 self.population, self.journal, self.personas)
+                                 self.population, self.journal, self.personas, self.pings)
 
     @functools.cached_property
     def spec_yaml(self) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .settings import ConfigError, Settings, parse_static_tokens
+from .settings import ConfigError, Settings, parse_provider_states, parse_static_tokens
 
 
 def _settings(**flags) -> Settings:
@@ -63,6 +63,9 @@ def main():
 @click.option("--ip-rate-limit", metavar="RATE", help="Per-client-address limit on API routes, or off "
               "[1000/minute; SANDBOX_IP_RATE_LIMIT].")
 @click.option("--faults", type=click.Choice(["on", "off"]), help="Header-driven fault injection [on; SANDBOX_FAULTS].")
+@click.option("--provider-state", "provider_states", multiple=True, metavar="PROVIDER=STATE",
+              help="Put a provider (a ping key of GET /api/pings) in maintenance or failure for the run: its "
+                   "ping and its routes answer so (repeatable) [SANDBOX_PROVIDER_STATES, ';'-separated].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the token secret and the embedded store live; instances naming the same folder share counters and journal [each instance its own store; SANDBOX_DATA_DIR].")
 @click.option("--airtable-sync", type=float, metavar="SECONDS", help="Pull fixtures from Airtable every SECONDS.")
 @click.option("--strict", is_flag=True, default=None,
@@ -76,7 +79,7 @@ def main():
                    "[off; SANDBOX_FRANCECONNECT_PORT].")
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
           rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired,
-          franceconnect_port):
+          franceconnect_port, provider_states):
     """Serve the API with gunicorn."""
     try:
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
@@ -87,7 +90,8 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
                              franceconnect_port=franceconnect_port,
-                             static_tokens=parse_static_tokens(tokens) if tokens else None)
+                             static_tokens=parse_static_tokens(tokens) if tokens else None,
+                             provider_states=parse_provider_states(provider_states) if provider_states else None)
         from .api.ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
             parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built

@@ -8,8 +8,9 @@ import uuid
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 from .api import auth as auth_module
-from .api import transport
+from .api import faults, transport
 from .population import runtime as persona_rules
+from .production import pings as pings_module
 from .production.errors import ApiError
 
 MAX_TTL = 10 * 365 * 86400
@@ -55,10 +56,27 @@ def retired_v1():
 
 @bp.get("/api/<provider>/ping")
 def provider_ping(provider):
-    """Production's per-provider pings (`/api/caf/ping`...), served when a loaded spec declares them."""
-    if f"/api/{provider}/ping" not in _sandbox().specs.document.get("paths", {}):
-        raise ApiError("route_not_found")
-    return jsonify("pong")
+    """Production's provider ping (production/pings.py): its state for the run, or the one a fault
+    header asks for this call (`X-Sandbox-Fault: maintenance` -> maintenance, any other provider
+    failure -> failure), when faults are on."""
+    asked = None
+    fault = faults.from_request(request.headers) if _sandbox().settings.faults else None
+    if fault and fault.kind:
+        asked = "maintenance" if fault.kind == "maintenance" else "failure"
+    status, body = _sandbox().pings.answer(provider, asked)
+    return _json(body, status)
+
+
+@bp.get("/api/pings")
+def provider_pings():
+    """Every provider ping with a status page, as production lists them (absolute URLs)."""
+    return _json(pings_module.index(request.host_url), 200)
+
+
+def _json(body, status):
+    # compact, as Rails renders `render json:`
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status,
+                    content_type="application/json; charset=utf-8")
 
 
 @bp.get("/api/introspect")

@@ -50,6 +50,22 @@ def parse_static_tokens(entries) -> dict[str, tuple[str, ...]]:
     return tokens
 
 
+def parse_provider_states(entries) -> dict[str, str]:
+    """`KEY=maintenance|failure|ok` entries (CLI repeats, env separates by `;` or `,`) -> {key: state}:
+    the providers (production's ping keys, production/data/pings.yml) put in a state for the run.
+    Keys and states are checked against production's table when the app is built."""
+    states = {}
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        key, sep, state = (part.strip() for part in entry.partition("="))
+        if not sep or not key or not state:
+            raise ConfigError(f"--provider-state expects PROVIDER=maintenance|failure|ok, got {entry!r}")
+        states[key] = state.lower()
+    return states
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -67,6 +83,7 @@ class Settings:
     ip_rate_limit: str = "1000/minute"
     sandbox_rate_limit: str = "100/second"
     faults: bool = True
+    provider_states: dict = field(default_factory=dict)  # ping key -> maintenance|failure (production/pings.py)
     static_tokens: dict = field(default_factory=dict)
     cors_origins: str = ""  # browser origins allowed beyond production's own (comma-separated)
     strict: bool = False    # refuse to start on any fixture problem, schema problems included
@@ -151,6 +168,7 @@ ENVIRONMENT = {
     "SANDBOX_IP_RATE_LIMIT": ("ip_rate_limit", str),
     "SANDBOX_SANDBOX_RATE_LIMIT": ("sandbox_rate_limit", str),
     "SANDBOX_FAULTS": ("faults", lambda v: _flag(v, True)),
+    "SANDBOX_PROVIDER_STATES": ("provider_states", lambda v: parse_provider_states(v.replace(",", ";").split(";"))),
     "SANDBOX_TOKENS": ("static_tokens", lambda v: parse_static_tokens(v.split(";"))),
     "SANDBOX_CORS_ORIGINS": ("cors_origins", str),
     "SANDBOX_STRICT": ("strict", lambda v: _flag(v, False)),

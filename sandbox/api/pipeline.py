@@ -45,8 +45,9 @@ _PERSONA_RETRIES = 5
 
 
 class Pipeline:
-    def __init__(self, settings, authenticator, limiter, catalogue, population, journal, personas=None):
+    def __init__(self, settings, authenticator, limiter, catalogue, population, journal, personas=None, pings=None):
         self.settings = settings
+        self.pings = pings  # production/pings.Pings: a provider down for the run answers so on its routes
         self.personas = personas  # runtime personas (sandbox.population.runtime), ahead of the fixture files
         self.auth = authenticator
         self.limiter = limiter
@@ -90,6 +91,10 @@ class Pipeline:
                 raise ApiError("unsupported_version", detail=unsupported_version)
             op.validate(request.args, request.headers)
             fault = faults.from_request(request.headers) if self.settings.faults else None
+            if not (fault and fault.kind) and self.pings is not None:
+                standing = self.pings.route_fault(op.operation_id)
+                if standing:  # its provider was put in maintenance or failure for the run
+                    fault = faults.Fault(standing, fault.latency_ms if fault else 0)
             if fault and fault.kind == faults.API_RATE_LIMITED:
                 status, body, headers = 429, b"", {}  # rendered once the count is known
             elif fault and fault.kind:

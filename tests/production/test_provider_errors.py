@@ -116,6 +116,17 @@ def test_a_cnav_not_found_names_the_regime_not_cnav(operation_id):
     assert msa["errors"][0]["code"] == "10003"
 
 
+def test_a_cnav_404_without_regime_is_now_an_unknown_provider_response():
+    """siade/app/interactors/cnav/validate_response.rb (newer than the snapshot, 0af229a7):
+    resource_not_found! without the X-APISECU-FD regime -> unknown_provider_response!(..., subcode: '998')."""
+    rule = provider_errors.variant("cnav_unexpected", "Sécurité sociale")
+    v3_status, v3 = provider_errors.render(rule, True, "Sécurité sociale")
+    assert v3_status == 502
+    assert v3["errors"][0]["code"] == "36998"
+    assert v3["errors"][0]["detail"] == "Une erreur inattendue est survenue lors de la collecte des données"
+    assert provider_errors.render(rule, False, "Sécurité sociale")[0] == 503
+
+
 @pytest.mark.parametrize("operation_id, provider, prefix", [
     ("api_particulier_v3_cnav_prime_activite_with_civility", "Sécurité sociale", "36"),
     ("api_particulier_v3_cnav_quotient_familial_with_civility", "CNAF & MSA", "35"),
