@@ -130,10 +130,14 @@ class Reader:
     variants: tuple
     source: str = ""
     params: dict = field(default_factory=dict)  # key name -> the request parameter it is read from
+    names: dict = field(default_factory=dict)   # lower-cased parameter -> as the route spells it
 
     def key(self, sent: dict, case: bool = False) -> frozenset:
         """The key of a request (`case` False) or of a case file's params (`case` True: a case
         may also be written with a FranceConnect identity's claims, which no request carries)."""
+        if case:  # a case file's names in any letter case (a spreadsheet's `NomNaissance`); a
+            # request's are Rails' params, read as spelled
+            sent = {self.names.get(name.lower(), name): values for name, values in sent.items()}
         variant = next(v for v in self.variants if v.applies(sent, case))
         out = []
         for rule in variant.keys:
@@ -189,7 +193,10 @@ def load(path=RULES_FILE) -> dict:
                                     france_connect=bool(variant.get("france_connect"))))
         if variants[-1].if_present is not None:
             raise ValueError(f"{provider}: the last variant must have no condition")
-        reader = Reader(provider=provider, variants=tuple(variants), source=entry.get("source", ""), params=params)
+        names = {p.lower(): p for v in variants for k in v.keys for p in (k.param, *(o for o, _ in k.only_if))}
+        names.update((v.if_present.lower(), v.if_present) for v in variants if v.if_present)
+        reader = Reader(provider=provider, variants=tuple(variants), source=entry.get("source", ""), params=params,
+                        names=names)
         for operation_id in entry["operations"]:
             if operation_id in readers:
                 raise ValueError(f"{operation_id}: listed by {readers[operation_id].provider} and {provider}")

@@ -91,3 +91,11 @@ def test_a_case_file_and_a_request_give_one_key():
     reader = mocking_params.reader(op)
     assert reader.key(mocking_params.from_case(case), case=True) == \
         reader.key(mocking_params.from_args(MultiDict(query)))
+
+
+def test_a_case_file_may_spell_the_parameter_names_in_any_case_a_request_may_not():
+    """Rails' params are read as spelled (a request's `NOMNAISSANCE` is not `nomNaissance`); a case
+    file's names are the author's, matched to the route's whatever their letter case."""
+    reader = mocking_params.reader("api_particulier_v3_france_travail_statut_with_identifiant")
+    assert dict(reader.key(mocking_params.from_case({"Identifiant": "Zoe"}), case=True)) == {"identifiant": ("zoe",)}
+    assert reader.key(mocking_params.from_args(MultiDict([("IDENTIFIANT", "zoe")]))) == frozenset()
