@@ -107,7 +107,8 @@ class FixtureSet:
         return self.cases.get(operation_id, {}).get(request_key(operation_id, args) if key is None else key)
 
     def match_france_connect(self, operation_id, identity: dict, args):
-        wanted, others = canonical_identity(identity), other_params(request_key(operation_id, args))
+        wanted = canonical_identity(identity)
+        others = other_params(request_key(operation_id, args, france_connect=True))
         for canon, case in self.identities.get(operation_id, ()):
             if identity_agrees(wanted, canon) and other_params(case.key) == others:
                 return case
@@ -129,7 +130,8 @@ class FixtureSet:
         return {"case": best.id,
                 "missing": sent_names(operation_id, wanted.keys() - asked.keys()),
                 "unexpected": sent_names(operation_id, asked.keys() - wanted.keys()),
-                "different": sent_names(operation_id, (k for k in asked.keys() & wanted.keys() if asked[k] != wanted[k]))}
+                "different": sent_names(operation_id, (k for k in asked.keys() & wanted.keys()
+                                                       if asked[k] != wanted[k]))}
 
     def catalogue(self, operations: dict) -> list:
         out = []

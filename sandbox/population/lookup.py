@@ -20,9 +20,10 @@ def case_key(operation_id: str, params: dict) -> frozenset:
     return mocking_params.reader(operation_id).key(mocking_params.from_case(params), case=True)
 
 
-def request_key(operation_id: str, args) -> frozenset:
-    """The key a request's query (a MultiDict) looks up."""
-    return mocking_params.reader(operation_id).key(mocking_params.from_args(args))
+def request_key(operation_id: str, args, france_connect: bool = False) -> frozenset:
+    """The key a request's query (a MultiDict) looks up (`france_connect`: a FranceConnect call's,
+    whose identity comes with its token)."""
+    return mocking_params.reader(operation_id).key(mocking_params.from_args(args), france_connect=france_connect)
 
 
 def sent_names(operation_id: str, key_names) -> list:

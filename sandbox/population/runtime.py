@@ -172,7 +172,8 @@ class RuntimePersonas:
         state = self._state
         if not state.identities:
             return None
-        wanted, others = canonical_identity(identity.france_connect), other_params(request_key(operation_id, args))
+        wanted = canonical_identity(identity.france_connect)
+        others = other_params(request_key(operation_id, args, france_connect=True))
         for where in ((operation_id, identity.key), (operation_id, None)):
             for canon, case in state.identities.get(where, ()):
                 if (identity_agrees(wanted, canon) and other_params(case.key) == others

@@ -115,9 +115,9 @@ class Variant:
     if_present: str | None = None
     france_connect: bool = False
 
-    def applies(self, sent: dict, case: bool) -> bool:
+    def applies(self, sent: dict, case: bool, france_connect: bool = False) -> bool:
         if self.france_connect and not case:
-            return False
+            return france_connect  # a FranceConnect call: the identity, whatever the query holds
         if self.if_present is None:
             return True
         return any(not _blank(v) for v in sent.get(self.if_present, ()))
@@ -132,13 +132,15 @@ class Reader:
     params: dict = field(default_factory=dict)  # key name -> the request parameter it is read from
     names: dict = field(default_factory=dict)   # lower-cased parameter -> as the route spells it
 
-    def key(self, sent: dict, case: bool = False) -> frozenset:
+    def key(self, sent: dict, case: bool = False, france_connect: bool = False) -> frozenset:
         """The key of a request (`case` False) or of a case file's params (`case` True: a case
-        may also be written with a FranceConnect identity's claims, which no request carries)."""
+        may also be written with a FranceConnect identity's claims, which no request carries).
+        `france_connect`: the request is a FranceConnect call, whose identity comes with the token
+        (on v2 etudiants an `ine` sent with it is not read: the controller checks FranceConnect first)."""
         if case:  # a case file's names in any letter case (a spreadsheet's `NomNaissance`); a
             # request's are Rails' params, read as spelled
             sent = {self.names.get(name.lower(), name): values for name, values in sent.items()}
-        variant = next(v for v in self.variants if v.applies(sent, case))
+        variant = next(v for v in self.variants if v.applies(sent, case, france_connect))
         out = []
         for rule in variant.keys:
             value = rule.value(sent)
@@ -156,7 +158,7 @@ class EverythingSent(Reader):
     def __init__(self):
         super().__init__(provider="", variants=())
 
-    def key(self, sent: dict, case: bool = False) -> frozenset:
+    def key(self, sent: dict, case: bool = False, france_connect: bool = False) -> frozenset:
         out = []
         for name, values in sent.items():
             if name in NEVER_READ:

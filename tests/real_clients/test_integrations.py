@@ -139,3 +139,13 @@ def test_an_author_copying_a_case_and_changing_only_what_production_ignores_is_t
     assert result.exit_code == 1
     assert "200_b.yaml: $.params: same params as 200_a.yaml as production reads them (identifiant=zoe)" \
         in result.output
+
+
+def test_a_franceconnect_login_on_v2_etudiants_with_a_stale_ine_in_the_query(client):
+    # v2/mesri/student_status_controller.rb: FranceConnect first (`call_with_ine? && !france_connect?`):
+    # an INE left in the query by a form is not read on a FranceConnect call
+    query = [("recipient", RECIPIENT)]
+    plain = client.get("/api/v2/etudiants", query_string=query, headers=v3_headers("tout"))
+    stale = client.get("/api/v2/etudiants", query_string=query + [("ine", "999000003CC")], headers=v3_headers("tout"))
+    assert plain.status_code == stale.status_code == 200, stale.get_data(as_text=True)
+    assert stale.headers["X-Sandbox-Case"] == plain.headers["X-Sandbox-Case"]
