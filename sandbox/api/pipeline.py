@@ -95,7 +95,8 @@ class Pipeline:
             elif fault and fault.kind:
                 status, body = self._provider_fault(op, fault.kind)
                 headers = {}
-            elif self.limiter.provider_limit(op.operation_id) and self.limiter.provider_refuses(op, _person(op.operation_id, identity, request.args)):
+            elif self.limiter.provider_limit(op.operation_id) and self.limiter.provider_refuses(
+                    op, _person(op.operation_id, identity, request.args)):
                 status, body = self._provider_fault(op, "rate_limited")
                 headers = {}
             else:
