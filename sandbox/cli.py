@@ -213,8 +213,8 @@ def fixtures_new(operation, like, name, output, specs, fixture_dirs):
     from .population.lookup import case_key
     if like:
         click.echo(f"same params as {source.name}: change them, or {source.name} keeps answering", err=True)
-    elif case_key(doc["params"]) in existing.cases.get(op.operation_id, {}):
-        same = existing.cases[op.operation_id][case_key(doc["params"])].file.name
+    elif case_key(op.operation_id, doc["params"]) in existing.cases.get(op.operation_id, {}):
+        same = existing.cases[op.operation_id][case_key(op.operation_id, doc["params"])].file.name
         click.echo(f"same params as {same}: change them, or {same} keeps answering", err=True)
     click.echo(str(path))
 

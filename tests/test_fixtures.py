@@ -1,6 +1,8 @@
 """The fixture engine: loading, checking, matching, hot reload, refusing a broken set."""
 from __future__ import annotations
 
+import json
+
 import shutil
 import subprocess
 import sys
@@ -58,12 +60,20 @@ def test_check_is_clean_and_matching_is_case_insensitive(make_app, population):
     assert response.status_code == 200 and response.get_json()["nom"] == "ESSAI"
 
 
-def test_extra_or_missing_parameter_means_no_match_and_the_folders_404_answers(make_app, population):
+def test_a_parameter_production_does_not_read_changes_nothing(make_app, population):
+    # France Travail's mock key is `identifiant` alone (siade/app/interactors/france_travail/make_request.rb)
     client = make_app(fixtures=(population,)).test_client()
     response = client.get("/api/v2/situations-pole-emploi?identifiant=paul&extra=1", headers=v2_headers(token_for()))
+    assert response.status_code == 200 and response.headers["X-Sandbox-Case"].endswith("/200_paul.yaml")
+
+
+def test_another_value_means_no_match_and_the_folders_404_answers(make_app, population):
+    client = make_app(fixtures=(population,)).test_client()
+    response = client.get("/api/v2/situations-pole-emploi?identifiant=pierre&extra=1", headers=v2_headers(token_for()))
     assert response.status_code == 404 and response.get_json()["reason"] == "absent"
-    near = response.headers["X-Sandbox-Near-Miss"]
-    assert "200_paul.yaml" in near and "extra" in near
+    near = json.loads(response.headers["X-Sandbox-Near-Miss"])
+    # only what production reads is compared: the unread `extra` is not "unexpected"
+    assert near["different"] == ["identifiant"] and near["unexpected"] == [] and near["missing"] == []
 
 
 def test_no_404_file_falls_back_to_a_not_found_in_the_routes_format(make_app, population):

@@ -100,7 +100,8 @@ class Pipeline:
             elif fault and fault.kind:
                 status, body = self._provider_fault(op, fault.kind)
                 headers = {}
-            elif self.limiter.provider_limit(op.operation_id) and self.limiter.provider_refuses(op, _person(identity, request.args)):
+            elif self.limiter.provider_limit(op.operation_id) and self.limiter.provider_refuses(
+                    op, _person(op.operation_id, identity, request.args)):
                 status, body = self._provider_fault(op, "rate_limited")
                 headers = {}
             else:
@@ -177,11 +178,11 @@ class Pipeline:
                     or fixtures.match_france_connect(op.operation_id, identity.france_connect, args))
             key = None
         else:
-            key = request_key(args)
+            key = request_key(op.operation_id, args)
             case = (runtime and runtime.match(op.operation_id, identity, key)) or fixtures.match(op.operation_id, args, key)
         if case is not None:
             return case, None, None
-        memo_key = (op.operation_id, key if key is not None else request_key(args))
+        memo_key = (op.operation_id, key if key is not None else request_key(op.operation_id, args))
         found = self._near_miss.get(memo_key)
         if found is None:
             near_miss = fixtures.near_miss(op.operation_id, args, memo_key[1])
@@ -248,11 +249,11 @@ def hint_header(hints: list) -> str:
     return json.dumps(out, ensure_ascii=True, separators=(",", ":"))
 
 
-def _person(identity, args) -> str:
+def _person(operation_id, identity, args) -> str:
     """Who a call asks about, for a provider's limit per person."""
     if identity.france_connect is not None:
         return repr(sorted(canonical_identity(identity.france_connect).items()))
-    return repr(sorted(request_key(args)))
+    return repr(sorted(request_key(operation_id, args)))
 
 
 @functools.lru_cache(maxsize=None)

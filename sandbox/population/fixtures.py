@@ -1,8 +1,10 @@
 """Fixtures: load the case files, index them, match requests; the population being served.
 
-Matching follows the official staging: every value becomes a lower-cased string, the
-request's parameter set must equal the case's exactly, `recipient` is ignored. The index
-key is computed once per case at load, so a request costs one dict lookup.
+Matching follows production's staging (lookup.py): a case is found under the key its route's
+provider builds from what it reads (production/data/mocking_params.yml), so a parameter
+production does not read changes nothing and a blank one counts as absent. The index key is
+computed once per case at load, so a request costs one dict lookup; two cases with one key are
+reported (the first in file order answers).
 
 A case's payload is checked against its operation's schema when it is first served (the
 answer then carries X-Sandbox-Fixture-Invalid) or when every case is checked at once
@@ -23,7 +25,7 @@ from pathlib import Path
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
 from ..production import clock
 from . import dates
-from .lookup import canonical_identity, case_key, identity_agrees, other_params, request_key
+from .lookup import canonical_identity, case_key, identity_agrees, other_params, request_key, sent_names
 from .reachability import refusal
 from .files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name,  # noqa: F401
                             read_case_files, signature)
@@ -130,19 +132,21 @@ class FixtureSet:
         return out
 
     def match(self, operation_id, args, key: frozenset | None = None):
-        """The case whose params equal the request's (`key`: request_key(args), when known)."""
-        return self.cases.get(operation_id, {}).get(request_key(args) if key is None else key)
+        """The case whose key is the request's (`key`: request_key(operation_id, args), when known)."""
+        return self.cases.get(operation_id, {}).get(request_key(operation_id, args) if key is None else key)
 
     def match_france_connect(self, operation_id, identity: dict, args):
-        wanted, others = canonical_identity(identity), other_params(request_key(args))
+        wanted = canonical_identity(identity)
+        others = other_params(request_key(operation_id, args, france_connect=True))
         for canon, case in self.identities.get(operation_id, ()):
             if identity_agrees(wanted, canon) and other_params(case.key) == others:
                 return case
         return None
 
     def near_miss(self, operation_id, args, key: frozenset | None = None) -> dict | None:
-        """The case that came closest, and how the request differs from it (WireMock-style)."""
-        asked = dict(request_key(args) if key is None else key)
+        """The case that came closest, and how the request differs from it (WireMock-style). Only
+        what production reads is compared (the keys), named as the client sends it."""
+        asked = dict(request_key(operation_id, args) if key is None else key)
         best, best_score = None, -1
         for case in self.ordered.get(operation_id, ()):
             wanted = dict(case.key)
@@ -153,9 +157,10 @@ class FixtureSet:
             return None
         wanted = dict(best.key)
         return {"case": best.id,
-                "missing": sorted(wanted.keys() - asked.keys()),
-                "unexpected": sorted(asked.keys() - wanted.keys()),
-                "different": sorted(k for k in asked.keys() & wanted.keys() if asked[k] != wanted[k])}
+                "missing": sent_names(operation_id, wanted.keys() - asked.keys()),
+                "unexpected": sent_names(operation_id, asked.keys() - wanted.keys()),
+                "different": sent_names(operation_id, (k for k in asked.keys() & wanted.keys()
+                                                       if asked[k] != wanted[k]))}
 
     def catalogue(self, operations: dict) -> list:
         out = []
@@ -265,20 +270,26 @@ def _index(fixtures, case, op):
     """Add a case to the set's index under its key (case_key of its params on the set's day)."""
     operation_id, path = case.operation_id, case.file
     index = fixtures.cases.setdefault(operation_id, {})
-    case.key = case_key(case.params)
+    case.key = case_key(operation_id, case.params)
     fixtures.ordered.setdefault(operation_id, []).append(case)
     if path.stem == "404" and operation_id not in fixtures.fallback:
         fixtures.fallback[operation_id] = case
     if case.key in index:
         other = index[case.key]
-        problem = Problem(path, "$.params", f"same params as {other.file.name}; "
-                          f"{other.file.name} answers, this case is never served", fatal=False)
+        problem = Problem(path, "$.params", f"same params as {other.file.name} as production reads them "
+                          f"({describe_key(case.key)}); {other.file.name} answers, this case is never served",
+                          fatal=False)
         fixtures.problems.append(problem)
         fixtures.shadowed.append(problem)
         return
     index[case.key] = case
     if op.france_connect:
         fixtures.identities.setdefault(operation_id, []).append((canonical_identity(case.params), case))
+
+
+def describe_key(key: frozenset) -> str:
+    """A key as production's mock query string reads it (`name=value&...`, sorted)."""
+    return "&".join(f"{name}={','.join(values)}" for name, values in sorted(key)) or "no parameter"
 
 
 class Population:

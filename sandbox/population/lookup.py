@@ -1,43 +1,35 @@
 """How a request finds its case: the key a case is indexed under and the key a request looks up.
 
-Matching follows the official staging: every value becomes a lower-cased string, the
-request's parameter set must equal the case's exactly, `recipient` is ignored. A FranceConnect
-call is matched on the identity its token carries (canonical_identity, identity_agrees).
+Both are production's mock key (production/mocking_params.py, its table in
+production/data/mocking_params.yml): what the route's provider reads, each value lower-cased. A
+parameter production does not read changes nothing, one sent blank counts as absent, and a case
+file's params are read exactly as a request's. A FranceConnect call is matched on the identity
+its token carries (canonical_identity, identity_agrees) and on the key's other parameters.
 """
 from __future__ import annotations
 
 import datetime
 import re
 
-IGNORED_PARAMS = frozenset({"recipient", "token"})
+from ..production import mocking_params
+from ..production.mocking_params import NEVER_READ as IGNORED_PARAMS  # noqa: F401 (calls.py reads it here)
 
 
-def normalize(value) -> tuple:
-    """A parameter value, as the matcher compares it: a tuple of lower-cased strings."""
-    if isinstance(value, (list, tuple)):
-        return tuple(v for item in value for v in normalize(item))
-    if isinstance(value, bool):
-        return ("true" if value else "false",)
-    if value is None:
-        return ("",)
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return (value.isoformat(),)
-    return (str(value).lower(),)
+def case_key(operation_id: str, params: dict) -> frozenset:
+    """The key a case file's params (written as a client sends them) are found under."""
+    return mocking_params.reader(operation_id).key(mocking_params.from_case(params), case=True)
 
 
-def case_key(params: dict) -> frozenset:
-    return frozenset((name.removesuffix("[]"), normalize(v)) for name, v in params.items()
-                     if name.removesuffix("[]") not in IGNORED_PARAMS)
+def request_key(operation_id: str, args, france_connect: bool = False) -> frozenset:
+    """The key a request's query (a MultiDict) looks up (`france_connect`: a FranceConnect call's,
+    whose identity comes with its token)."""
+    return mocking_params.reader(operation_id).key(mocking_params.from_args(args), france_connect=france_connect)
 
 
-def request_key(args) -> frozenset:
-    merged = {}
-    for name in args.keys():
-        key = name.removesuffix("[]")
-        if key in IGNORED_PARAMS:
-            continue
-        merged[key] = merged.get(key, ()) + tuple([v.lower() for v in args.getlist(name)])
-    return frozenset(merged.items())
+def sent_names(operation_id: str, key_names) -> list:
+    """The request parameters behind some key names (X-Sandbox-Near-Miss speaks the client's words)."""
+    read = mocking_params.reader(operation_id)
+    return sorted({read.param_of(name) for name in key_names})
 
 
 # --- FranceConnect: an identity selects the case whose civil status agrees with it ---------
@@ -59,9 +51,14 @@ IDENTITY_PARAMS = frozenset(n for names in IDENTITY_FIELDS.values() for n in nam
     "nomUsage", "nomCommuneNaissance", "codeCogInseeDepartementNaissance", "codeInseeDepartementNaissance"}
 
 
+# The key names production's v2 providers build from an identity (cnous v2: the organizer's own params).
+_IDENTITY_KEYS = IDENTITY_PARAMS | {"nom_naissance", "code_cog_insee_commune_naissance", "sexe_etat_civil",
+                                    "annee_date_naissance", "mois_date_naissance", "jour_date_naissance"}
+
+
 def other_params(key: frozenset) -> frozenset:
     """A match key without the identity parameters (e.g. the plate number of an ANTS call)."""
-    return frozenset(item for item in key if item[0] not in IDENTITY_PARAMS)
+    return frozenset(item for item in key if item[0] not in _IDENTITY_KEYS)
 
 
 def canonical_identity(fields: dict) -> dict:

@@ -50,10 +50,10 @@ def reached_through_france_connect(fixtures, op, case) -> bool:
     The sandbox's FranceConnect provider offers a citizen for every case of such a route that
     names a person born on a known day (franceconnect/personas.py), so the case's civil status
     stands for the token's identity, and the call carries the case's other params (the matcher
-    compares them exactly); production then checks only those and the recipient. Not reached this
-    way: a case that names nobody (an INE key), one the matcher gives to an earlier case of the
-    same person, one whose other params the FranceConnect checks refuse. The API-key refusal
-    then stands: such a case is never served."""
+    compares them as production reads them); production then checks only those and the
+    recipient. Not reached this way: a case that names nobody (an INE key), one the matcher gives
+    to an earlier case of the same person, one whose other params the FranceConnect checks
+    refuse. The API-key refusal then stands: such a case is never served."""
     if not op.france_connect or not PERSON <= canonical_identity(case.params).keys():
         return False
     others = [(k, v) for k, v in request_query(op, case.params, recipient=None)

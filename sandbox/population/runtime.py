@@ -153,7 +153,7 @@ class RuntimePersonas:
                            checker=self.checker, dated=dates.scan(doc["payload"])[0], persona_id=doc["id"],
                            owner=doc["owner"], shared=doc["global"], created_at=doc["created_at"],
                            expires_at=doc["expires_at"], like=doc.get("like"))
-        case.key = case_key(case.params)
+        case.key = case_key(case.operation_id, case.params)
         return case
 
     def match(self, operation_id: str, identity, key: frozenset):
@@ -172,7 +172,8 @@ class RuntimePersonas:
         state = self._state
         if not state.identities:
             return None
-        wanted, others = canonical_identity(identity.france_connect), other_params(request_key(args))
+        wanted = canonical_identity(identity.france_connect)
+        others = other_params(request_key(operation_id, args, france_connect=True))
         for where in ((operation_id, identity.key), (operation_id, None)):
             for canon, case in state.identities.get(where, ()):
                 if (identity_agrees(wanted, canon) and other_params(case.key) == others

@@ -102,7 +102,7 @@ def persona(op, fixtures):
             op.validate(args, {})
         except ApiError:
             continue
-        if fixtures.match(op.operation_id, args, request_key(args)) is case:
+        if fixtures.match(op.operation_id, args, request_key(op.operation_id, args)) is case:
             return case
     return None
 

@@ -31,79 +31,6 @@ from ..conftest import RECIPIENT, SECRET, Server, free_port, token_for
 CALLBACK = "http://rp.example.test/callback"
 PREFIX = "/franceconnect/api/v2"
 
-LOOKUP = "needs the mock-mode lookup (wt/lookup)"
-# Cases that fail today only because the lookup reads the raw query: it counts the blank
-# birthplace of a birth abroad, and parameters the route does not read (production's mock key
-# leaves them out: codeCogInseePaysNaissance on Cnous and MESRI, sexe and birthplace on GIP-MDS).
-# Checked by replaying each one without its blank and unread parameters. The lead removes these
-# marks once the lookup is merged (they are strict: a case that passes fails the run).
-NEEDS_LOOKUP = {
-    # codeCogInseePaysNaissance, which Cnous and MESRI do not read
-    ("tout", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("tout", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_2", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_2", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_2", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_1", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_1", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_4", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_4", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_4", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_5", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_5", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_5", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_10", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_10", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_10", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_11", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_11", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_11", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_8", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_8", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_8", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_9", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_9", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_9", "/v4/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_6", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_6", "/v3/mesri/statut_etudiant/france_connect"),
-    ("etudiant_6", "/v4/cnous/etudiant_boursier/france_connect"),
-    # birthplace, birth country and sexe, which GIP-MDS does not read
-    ("tout", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_3", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_5", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_6", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_1", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_4", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_2", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_7", "/v3/gip_mds/service_civique/france_connect"),
-    ("divers_8", "/v3/gip_mds/service_civique/france_connect"),
-    # the blank codeCogInseeCommuneNaissance= of a birth abroad
-    ("cnaf_ne_etranger", "/v3/dss/allocation_adulte_handicape/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/allocation_enfant_handicape/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/allocation_soutien_familial/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/complementaire_sante_solidaire/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/participation_familiale_eaje/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/prime_activite/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/quotient_familial/france_connect"),
-    ("cnaf_ne_etranger", "/v3/dss/revenu_solidarite_active/france_connect"),
-    ("divers_2", "/v3/dsnj/service_national/france_connect"),
-    # v2: the blank codeInseeLieuDeNaissance= of a birth abroad
-    ("cnaf_ne_etranger", "/api/v2/allocation-adulte-handicape"),
-    ("cnaf_ne_etranger", "/api/v2/allocation-soutien-familial"),
-    ("cnaf_ne_etranger", "/api/v2/complementaire-sante-solidaire"),
-    ("cnaf_ne_etranger", "/api/v2/composition-familiale-v2"),
-    ("cnaf_ne_etranger", "/api/v2/prime-activite"),
-    ("cnaf_ne_etranger", "/api/v2/revenu-solidarite-active"),
-    ("eymen-fakir-1992-11-14", "/api/v2/composition-familiale-v2"),
-    ("madeleine-gervinat-1976-08-24", "/api/v2/complementaire-sante-solidaire"),
-    ("marge-simpson-1980-11-15", "/api/v2/composition-familiale-v2"),
-    ("aziz-temimi-1992-06-16", "/api/v2/composition-familiale-v2"),
-    ("victoire-vauban-1966-03-05", "/api/v2/complementaire-sante-solidaire"),
-    # a birth abroad on Cnous: the blank birthplace, and the country Cnous does not read
-    ("etudiant_3", "/v3/cnous/etudiant_boursier/france_connect"),
-    ("etudiant_3", "/v4/cnous/etudiant_boursier/france_connect"),
-}
-
 # Cases that fail for another reason than the lookup, each with its reason.
 CHECKS_SKIPPED = ("the /france_connect route skips production's parameter checks on the identity: DSNJ's "
                   "organizer checks the age (16-25, 39400) on both routes; api/ pipeline")
@@ -118,6 +45,7 @@ OTHER = {
     ("etudiant_3", "/v3/mesri/statut_etudiant/france_connect"): GIVEN_NAMES,
     ("etudiant_1", "/v3/mesri/statut_etudiant/france_connect"): GIVEN_NAMES,
     ("georges-cnaf-2002-01-01", "/v4/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
+    ("georges-cnaf-2002-01-01", "/v5/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
     ("marie-commode-1980-06-27", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
     ("paul-cuillere-2007-01-23", "/v3/dsnj/service_national/france_connect"): NO_CIVIL_STATUS_CASE,
     ("thomas-delatour-1994-04-16", "/v3/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
@@ -130,6 +58,8 @@ OTHER = {
     ("angela-dubois-1962-08-24", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
     ("angela-dubois-1962-08-24", "/v3/mesri/statut_etudiant/france_connect"): NO_CIVIL_STATUS_CASE,
     ("angela-dubois-1962-08-24", "/v4/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
+    ("angela-dubois-1962-08-24", "/v5/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
+    ("angela-dubois-1962-08-24", "/api/v2/etudiants-boursiers"): NO_CIVIL_STATUS_CASE,
     ("angela-dubois-1962-08-24", "/api/v2/etudiants"): NO_CIVIL_STATUS_CASE,
     ("jean-martin-2001-01-01", "/v3/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
     ("jean-martin-2001-01-01", "/api/v2/etudiants-boursiers"): NO_CIVIL_STATUS_CASE,
@@ -164,8 +94,7 @@ def _cases():
                     continue  # ANTS: no civil-status variant
                 civil_path = civil.path
             key = (citizen.id, answer["path"])
-            marks = ([pytest.mark.xfail(strict=True, reason=LOOKUP)] if key in NEEDS_LOOKUP else
-                     [pytest.mark.xfail(strict=True, reason=OTHER[key])] if key in OTHER else [])
+            marks = [pytest.mark.xfail(strict=True, reason=OTHER[key])] if key in OTHER else []
             cases.append(pytest.param(citizen.id, answer["path"], civil_path, answer["status"], marks=marks,
                                       id=f"{citizen.id}:{answer['path']}"))
     return cases, set(directory.citizens)
