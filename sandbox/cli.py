@@ -70,8 +70,22 @@ def main():
 @click.option("--serve-retired", is_flag=True, default=None,
               help="Keep serving the CAF v1 route production answers 410 (/api/v2/composition-familiale) "
                    "[off; SANDBOX_SERVE_RETIRED].")
+@click.option("--public", is_flag=True, default=None,
+              help="A shared instance: faults off, no global personas, fixture FranceConnect tokens refused on "
+                   "/sandbox/*, FranceConnect redirects limited (docs/public-instance.md) [off; SANDBOX_PUBLIC].")
+@click.option("--trusted-proxies", metavar="ADDRESSES",
+              help="Proxies whose X-Forwarded-For/-Proto are believed, addresses or networks, comma-separated "
+                   "[none; SANDBOX_TRUSTED_PROXIES].")
+@click.option("--franceconnect-redirects", metavar="ORIGINS",
+              help="Where the default FranceConnect client may send a browser back beside loopback and the "
+                   "sandbox itself, comma-separated [anywhere, or nowhere else when public; "
+                   "SANDBOX_FRANCECONNECT_REDIRECTS].")
+@click.option("--metrics-from", metavar="ADDRESSES",
+              help="Who may read /metrics beside loopback, comma-separated [anyone, or loopback only when public; "
+                   "SANDBOX_METRICS_FROM].")
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
-          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired):
+          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired,
+          public, trusted_proxies, franceconnect_redirects, metrics_from):
     """Serve the API with gunicorn."""
     try:
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
@@ -81,10 +95,14 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              provider_limits=None if provider_limits is None else provider_limits == "on",
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
+                             public=public, trusted_proxies=trusted_proxies,
+                             franceconnect_redirects=franceconnect_redirects, metrics_from=metrics_from,
                              static_tokens=parse_static_tokens(tokens) if tokens else None)
         from .api.ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
             parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built
+        from .metrics import prepare_multiprocess
+        prepare_multiprocess()  # before the app is built: gunicorn's workers add up their metrics
         from .application import create_app
         app = create_app(settings, start=False)
     except ConfigError as exc:
