@@ -192,6 +192,11 @@ def _install_handlers(app):
     @app.after_request
     def _nosniff(response):
         response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.after_request
+    def _count(response):
+        """Counted by Flask's rule (`/sandbox/personas/<path:name>`): a bounded set of routes."""
         rule = request.url_rule
         sandbox.metrics.call(request.method, rule.rule if rule is not None else "(other)", response.status_code)
         return response

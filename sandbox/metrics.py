@@ -21,6 +21,7 @@ import shutil
 import tempfile
 
 MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def prepare_multiprocess():
@@ -65,13 +66,20 @@ class Metrics:
         self._minted = Counter("sandbox_tokens_minted", "Tokens minted by POST /sandbox/tokens",
                                registry=self.registry)
         self._sources = None
+        self._children = {}  # (method, route, status) -> its counter; bounded by the routes and statuses
 
     def watch(self, store, personas):
         """What a scrape reads live: the store (its use and bound) and the runtime personas."""
         self._sources = (store, personas)
 
     def call(self, method: str, route: str, status) -> None:
-        self._calls.labels(method, route, str(status)).inc()
+        if method not in METHODS:  # a client names the method: any other word would be a new series
+            method = "other"
+        key = (method, route, status)
+        child = self._children.get(key)  # on every call: labels() alone costs more than the increment
+        if child is None:
+            child = self._children[key] = self._calls.labels(method, route, str(status))
+        child.inc()
 
     def refused(self, kind: str) -> None:
         self._refusals.labels(kind).inc()

@@ -59,6 +59,19 @@ def test_calls_refusals_tokens_and_store_use_are_counted(sandbox):
     assert ("sandbox_runtime_personas", frozenset()) in after
 
 
+def test_a_client_cannot_grow_the_series(sandbox):
+    """Labels come from the routes the sandbox has, the statuses and a few methods: a client
+    naming made-up paths or methods adds no series."""
+    sandbox.get("/sandbox/nope")
+    first = len(scrape(sandbox))
+    for i in range(30):  # bounded
+        sandbox.open(f"/sandbox/nope-{i}", method=f"FOO{i}")
+        sandbox.get(f"/v3/made/up/{i}")
+        sandbox.open(f"{V3_ROUTE}", method=f"BAR{i}")
+    grown = {key for key in scrape(sandbox)}
+    assert len(grown) <= first + 4, sorted(k for k in grown if k[0] == "sandbox_calls_total")
+
+
 def test_a_rate_limit_is_a_quota_hit(make_app):
     client = make_app(rate_limit="2/minute", ip_rate_limit="off").test_client()
     token = token_for()
