@@ -73,7 +73,9 @@ def test_a_client_cannot_grow_the_series(sandbox):
 
 
 def test_a_rate_limit_is_a_quota_hit(make_app):
-    client = make_app(rate_limit="2/minute", ip_rate_limit="off").test_client()
+    app = make_app(rate_limit="2/minute", ip_rate_limit="off")
+    app.extensions["sandbox"].store.clock = lambda: 1_700_000_000.0  # one window, whatever the time
+    client = app.test_client()
     token = token_for()
     statuses = [client.get("/api/v2/situations-pole-emploi", query_string={"identifiant": "default"},
                            headers=v2_headers(token)).status_code for _ in range(3)]

@@ -8,6 +8,8 @@ FranceConnect discovery gives. Observed as a client sees them: the per-address l
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -15,12 +17,23 @@ from ..conftest import SECRET
 
 DISCOVERY = "/franceconnect/api/v2/.well-known/openid-configuration"
 LIMIT = 3
+RATE = f"{LIMIT}/hour"  # windows are aligned on the epoch: the test must not straddle two
 
 
 def _app(tmp_path_factory, **settings):
+    """In-process, the store's clock frozen: one window for the whole test."""
     from sandbox import Settings, create_app
-    return create_app(Settings(token_secret=SECRET, data_dir=tmp_path_factory.mktemp("proxies"), reload_interval=0,
-                               sandbox_rate_limit=f"{LIMIT}/minute", **settings)).test_client()
+    app = create_app(Settings(token_secret=SECRET, data_dir=tmp_path_factory.mktemp("proxies"), reload_interval=0,
+                              sandbox_rate_limit=RATE, **settings))
+    app.extensions["sandbox"].store.clock = lambda: 1_700_000_000.0
+    return app.test_client()
+
+
+def fresh_window(period=3600, margin=90):
+    """A real server's clock cannot be frozen: start the test far enough from the window's end."""
+    left = period - time.time() % period
+    if left < margin:
+        time.sleep(left + 0.5)
 
 
 def scopes(client, peer, forwarded_for=None, proto=None):
@@ -66,18 +79,19 @@ def test_hsts_is_a_public_instances(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_gunicorn_believes_the_listed_proxies_only(start_server):
+def test_gunicorn_believes_the_listed_proxies_only(start_server, tmp_path):
     """gunicorn reads X-Forwarded-Proto itself (its forwarded_allow_ips, loopback by default):
     the sandbox sets it to the same list."""
-    env = {"SANDBOX_SANDBOX_RATE_LIMIT": f"{LIMIT}/minute", "SANDBOX_PUBLIC": "1"}
-    closed = start_server(env=env)
+    fresh_window()
+    env = {"SANDBOX_SANDBOX_RATE_LIMIT": RATE, "SANDBOX_PUBLIC": "1"}
+    closed = start_server(env={**env, "SANDBOX_DATA_DIR": str(tmp_path / "closed")})
     answer = requests.get(closed.url + DISCOVERY, headers={"X-Forwarded-Proto": "https"}, timeout=10)
     assert answer.json()["issuer"].startswith("http://") and "Strict-Transport-Security" not in answer.headers
     statuses = [requests.get(closed.url + "/sandbox/scopes", headers={"X-Forwarded-For": f"198.51.100.{i}"},
                              timeout=10).status_code for i in range(LIMIT)]
     assert statuses == [200] * (LIMIT - 1) + [429], "the discovery call above was the peer's first"
 
-    listed = start_server(env={**env, "SANDBOX_TRUSTED_PROXIES": "127.0.0.1"})
+    listed = start_server(env={**env, "SANDBOX_TRUSTED_PROXIES": "127.0.0.1", "SANDBOX_DATA_DIR": str(tmp_path / "listed")})
     answer = requests.get(listed.url + DISCOVERY, headers={"X-Forwarded-Proto": "https"}, timeout=10)
     assert answer.json()["issuer"].startswith("https://")
     assert answer.headers["Strict-Transport-Security"] == "max-age=31536000"
