@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from flask_cors.core import get_cors_headers, get_cors_options
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .production import errors
 from .api import transport
@@ -28,7 +29,8 @@ from .population.runtime import RuntimePersonas
 from .api.ratelimit import RateLimiter
 from .production.pings import Pings, UnknownProvider
 from .production.scopes import ScopeCatalogue
-from .settings import ConfigError, Settings
+from .metrics import Metrics
+from .settings import ConfigError, Settings, in_networks, parse_networks
 from .production.spec import load_specs
 from .store import StoreUnavailable, open_store
 
@@ -36,6 +38,7 @@ logger = logging.getLogger("sandbox")
 # Production's own origins (siade/config/initializers/cors.rb): a browser app elsewhere is
 # refused there, so it is refused here too unless SANDBOX_CORS_ORIGINS names it.
 PRODUCTION_ORIGINS = [r"^https?://(staging\.)?api\.gouv\.fr$", r"^https?://([a-z0-9-]+\.)*entreprise\.api\.gouv\.fr$"]
+HSTS = "max-age=31536000"  # a year, as browsers' preload lists want; no includeSubDomains: not ours to say
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID",
            "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Hint", "X-Sandbox-Fixture-Invalid"]
 
@@ -45,6 +48,10 @@ class Sandbox:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.trusted_proxies = parse_networks(settings.trusted_proxies, "SANDBOX_TRUSTED_PROXIES")
+        # who may read /metrics: anyone (None), unless public or listed (then loopback and the list)
+        self.metrics_from = (parse_networks(settings.metrics_from, "SANDBOX_METRICS_FROM")
+                             if settings.public or settings.metrics_from is not None else None)
         self.store = open_store(settings)  # first: an unreachable Redis stops the start at once
         self.specs = load_specs(settings.specs)
         try:
@@ -67,9 +74,12 @@ class Sandbox:
         self.authenticator = Authenticator(self.secret, settings.static_tokens, self.population.france_connect)
         self.limiter = RateLimiter(self.store, settings)
         self.journal = Journal(self.store)
-        self.personas = RuntimePersonas(self.store, self.operations, self.population)
+        self.personas = RuntimePersonas(self.store, self.operations, self.population, allow_global=not settings.public)
         self.pipeline = Pipeline(settings, self.authenticator, self.limiter, self.catalogue,
                                  self.population, self.journal, self.personas, self.pings)
+        self.metrics = Metrics()
+        self.metrics.watch(self.store, self.personas)
+        self.pipeline.metrics = self.metrics
 
     @functools.cached_property
     def spec_yaml(self) -> bytes:
@@ -107,26 +117,65 @@ def create_app(settings: Settings | None = None, start: bool = True):
     api_cors = get_cors_options(app, cors)
     api = ApiApp([op for op in sandbox.specs.operations if op.is_api], sandbox.pipeline,
                  lambda req: get_cors_headers(api_cors, req.headers, req.method).items(multi=True))
-    app.wsgi_app = franceconnect.serve_on_own_port(settings.franceconnect_port, _dispatch(api, app.wsgi_app))
+    app.wsgi_app = franceconnect.serve_on_own_port(settings.franceconnect_port,
+                                                  _dispatch(api, app.wsgi_app, sandbox.metrics))
+    if settings.public:
+        app.wsgi_app = _hsts(app.wsgi_app)
+    if sandbox.trusted_proxies:
+        app.wsgi_app = _behind_proxies(app.wsgi_app, sandbox.trusted_proxies)
     if start:
         sandbox.start()
     return app
 
 
-def _dispatch(api: ApiApp, flask_app):
+def _dispatch(api: ApiApp, flask_app, metrics):
     def dispatch(environ, start_response):
         try:
             routed = api.route(environ)
-        except MethodNotAllowed:
-            return api(environ, start_response)  # an API path: the API answers (or a CORS preflight)
+        except MethodNotAllowed:  # an API path: the API answers (or a CORS preflight)
+            return api(environ, _counted(start_response, metrics, environ, "(other)"))
         if routed is None:
-            return flask_app(environ, start_response)
-        return api(environ, start_response, routed)
+            return flask_app(environ, start_response)  # counted by its after_request
+        return api(environ, _counted(start_response, metrics, environ, routed[0].path), routed)
     return dispatch
 
 
+def _counted(start_response, metrics, environ, route: str):
+    def counted(status, headers, exc_info=None):
+        metrics.call(environ.get("REQUEST_METHOD", ""), route, status[:3])
+        return start_response(status, headers, exc_info)
+    return counted
+
+
+def _behind_proxies(app, trusted):
+    """X-Forwarded-For and -Proto believed from the listed proxies only (werkzeug's ProxyFix, one
+    hop): from anyone else they would let a client pick its address for the per-address limits,
+    or its scheme. The socket's peer stays in `sandbox.peer`."""
+    fixed = ProxyFix(app, x_for=1, x_proto=1)
+
+    def middleware(environ, start_response):
+        peer = environ["sandbox.peer"] = environ.get("REMOTE_ADDR")
+        return (fixed if in_networks(peer, trusted) else app)(environ, start_response)
+    return middleware
+
+
+def _hsts(app):
+    """A public instance served over TLS (as a trusted proxy says, or gunicorn's own) tells
+    browsers to come back over TLS only."""
+    def middleware(environ, start_response):
+        if environ.get("wsgi.url_scheme") != "https":
+            return app(environ, start_response)
+
+        def with_hsts(status, headers, exc_info=None):
+            headers.append(("Strict-Transport-Security", HSTS))
+            return start_response(status, headers, exc_info)
+        return app(environ, with_hsts)
+    return middleware
+
+
 def _install_handlers(app):
-    limiter = app.extensions["sandbox"].limiter
+    sandbox = app.extensions["sandbox"]
+    limiter = sandbox.limiter
 
     @app.before_request
     def _sandbox_rate_limit():
@@ -138,6 +187,7 @@ def _install_handlers(app):
     def _api_error(error):
         """The sandbox's own routes answer in v2's format; a revoked token outside /api/v2/ as
         production's blocklist does (JSON:API, config/initializers/rack_attack.rb)."""
+        sandbox.metrics.refused(error.kind)
         v3 = error.kind == "revoked_token" and not request.path.startswith("/api/v2/")
         status, payload = errors.render(error, v3=v3)
         status = getattr(error, "status", status)  # personas.InvalidPersona: 422, the body as v2's
@@ -150,6 +200,13 @@ def _install_handlers(app):
     @app.after_request
     def _nosniff(response):
         response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.after_request
+    def _count(response):
+        """Counted by Flask's rule (`/sandbox/personas/<path:name>`): a bounded set of routes."""
+        rule = request.url_rule
+        sandbox.metrics.call(request.method, rule.rule if rule is not None else "(other)", response.status_code)
         return response
 
     @app.errorhandler(Exception)

@@ -39,6 +39,22 @@ def main():
     """A sandbox of API Particulier: same routes, validation, errors, masking and rate limit."""
 
 
+def _on_off(value):
+    return None if value is None else value == "on"
+
+
+# How a `serve` flag becomes a Settings field, where it is not the same name and value: a flag
+# left out is None (or an empty tuple) and leaves the environment's value in force.
+SERVE_FLAGS = {
+    "specs": ("specs", lambda v: tuple(v) or None),
+    "fixture_dirs": ("fixtures", lambda v: tuple(v) or None),
+    "tokens": ("static_tokens", lambda v: parse_static_tokens(v) if v else None),
+    "provider_states": ("provider_states", lambda v: parse_provider_states(v) if v else None),
+    "provider_limits": ("provider_limits", _on_off),
+    "faults": ("faults", _on_off),
+}
+
+
 @main.command()
 @click.option("--host", help="Address to listen on [127.0.0.1; SANDBOX_HOST].")
 @click.option("--port", type=int, help="Port [8000; SANDBOX_PORT].")
@@ -77,24 +93,32 @@ def main():
               help="Also serve the built-in FranceConnect on this port, at FranceConnect's own paths "
                    "(/api/v2/authorize, ...), for clients configured with a base address only "
                    "[off; SANDBOX_FRANCECONNECT_PORT].")
-def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
-          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired,
-          franceconnect_port, provider_states):
+@click.option("--public", is_flag=True, default=None,
+              help="A shared instance: faults off, no global personas, fixture FranceConnect tokens refused on "
+                   "/sandbox/*, FranceConnect redirects limited (docs/public-instance.md) [off; SANDBOX_PUBLIC].")
+@click.option("--trusted-proxies", metavar="ADDRESSES",
+              help="Proxies whose X-Forwarded-For/-Proto are believed, addresses or networks, comma-separated "
+                   "[none; SANDBOX_TRUSTED_PROXIES].")
+@click.option("--franceconnect-redirects", metavar="ORIGINS",
+              help="Where the default FranceConnect client may send a browser back beside loopback and the "
+                   "sandbox itself, comma-separated [anywhere, or nowhere else when public; "
+                   "SANDBOX_FRANCECONNECT_REDIRECTS].")
+@click.option("--metrics-from", metavar="ADDRESSES",
+              help="Who may read /metrics beside loopback, comma-separated [anyone, or loopback only when public; "
+                   "SANDBOX_METRICS_FROM].")
+def serve(**options):
     """Serve the API with gunicorn."""
+    fields = {}
+    for flag, value in options.items():
+        field, convert = SERVE_FLAGS.get(flag, (flag, None))
+        fields[field] = convert(value) if convert else value
     try:
-        settings = _settings(host=host, port=port, specs=tuple(specs) or None,
-                             fixtures=tuple(fixture_dirs) or None, workers=workers, redis_url=redis_url,
-                             token_secret=token_secret, rate_limit=rate_limit, ip_rate_limit=ip_rate_limit,
-                             rate_limit_profile=rate_limit_profile,
-                             provider_limits=None if provider_limits is None else provider_limits == "on",
-                             faults=None if faults is None else faults == "on", data_dir=data_dir,
-                             airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
-                             franceconnect_port=franceconnect_port,
-                             static_tokens=parse_static_tokens(tokens) if tokens else None,
-                             provider_states=parse_provider_states(provider_states) if provider_states else None)
+        settings = _settings(**fields)
         from .api.ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
             parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built
+        from .metrics import prepare_multiprocess
+        prepare_multiprocess()  # before the app is built: gunicorn's workers add up their metrics
         from .application import create_app
         app = create_app(settings, start=False)
     except ConfigError as exc:

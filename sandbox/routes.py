@@ -12,8 +12,11 @@ from .api import faults, transport
 from .population import runtime as persona_rules
 from .production import pings as pings_module
 from .production.errors import ApiError
+from .production.requests import bearer_token
+from .settings import in_networks, parse_networks
 
 MAX_TTL = 10 * 365 * 86400
+LOOPBACK = parse_networks("127.0.0.0/8,::1", "loopback")
 MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; more is a mistake or an attack
 bp = Blueprint("sandbox", __name__)
 
@@ -23,11 +26,31 @@ def _sandbox():
 
 
 def _caller():
-    """The calling token of a sandbox route (same places as v2: X-Api-Key, Bearer, ?token=)."""
-    sandbox = _sandbox()
+    """The calling token of a sandbox route that reads (same places as v2: X-Api-Key, Bearer, ?token=)."""
     token, _ = auth_module.extract(request, None)
     if not token:
         raise ApiError("missing_token")
+    return _identify(token)
+
+
+def _writer():
+    """The calling token of a sandbox route that writes: in a header only. A page of another
+    site can make a visitor's browser send ?token= or a form, never a header without CORS'
+    preflight, which only the allowed origins pass (README, Changes a pipeline may notice)."""
+    token = bearer_token(request.headers) or request.headers.get("X-Api-Key")
+    if not token:
+        raise ApiError("token_in_query" if request.args.get("token") else "missing_token")
+    return _identify(token)
+
+
+def _identify(token):
+    sandbox = _sandbox()
+    if sandbox.settings.public and sandbox.population.france_connect(token) is not None:
+        # the fixtures' FranceConnect tokens (`tout`...) are everyone's: on a shared instance
+        # one visitor would read and delete what another did under that identity
+        raise ApiError("forbidden", detail="Sur une instance publique, /sandbox/* refuse les jetons FranceConnect "
+                                           "des fixtures, partagés par tous : créez votre jeton (POST /sandbox/tokens) "
+                                           "ou connectez-vous par le FranceConnect intégré.")
     identity = sandbox.authenticator.france_connect(token) or sandbox.authenticator.verify(token)
     if identity.kind == "jwt" and sandbox.store.is_revoked(identity.key):
         raise ApiError("revoked_token")
@@ -86,9 +109,13 @@ def introspect():
 
 
 def _json_body(limit: int):
-    """The body read as JSON whatever its Content-Type says (`curl -d '{...}'` labels it a form):
-    {} when empty, None when not JSON."""
+    """The body of a write, as JSON: {} when there is none at all, None when it is not JSON.
+    Anything but `Content-Type: application/json` is refused (415): a form or a text/plain body
+    is what a page of another site can make a browser send without asking (no CORS preflight)."""
     raw = request.stream.read(limit + 1)  # bounded, whatever Content-Length says (or chunked)
+    if (raw or request.content_type) and not _is_json(request.mimetype):
+        raise ApiError("unsupported_media_type", detail=f"Content-Type: {request.mimetype or 'absent'} ; une écriture "
+                       "sur /sandbox/* envoie du JSON avec Content-Type: application/json.")
     if len(raw) > limit:
         raise ApiError("payload_too_large", detail=f"Le corps de la requête dépasse {limit // 1024} Kio.")
     if not raw:
@@ -97,6 +124,10 @@ def _json_body(limit: int):
         return json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
 @bp.post("/sandbox/tokens")
@@ -121,6 +152,7 @@ def mint_token():
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
         raise ApiError("invalid_parameter", parameter="ttl", detail=f"ttl doit être un entier de 1 à {MAX_TTL} secondes")
     token, claims = auth_module.mint(sandbox.secret, scopes, ttl)
+    sandbox.metrics.minted()
     expires = datetime.datetime.fromtimestamp(claims["exp"], datetime.timezone.utc)
     return jsonify(token=token, jti=claims["jti"], scopes=claims["scopes"],
                    expires_at=expires.isoformat().replace("+00:00", "Z")), 201
@@ -128,11 +160,21 @@ def mint_token():
 
 @bp.delete("/sandbox/tokens/<jti>")
 def revoke_token(jti):
+    """A token revokes itself only: whoever saw a jti (in a journal, a log) cannot revoke the
+    token, and no row is written for a jti no token of ours carries."""
+    sandbox = _sandbox()
     try:
         jti = str(uuid.UUID(jti))  # every sandbox token's jti is a UUID; anything else names no token
     except ValueError:
         raise ApiError("token_not_found") from None
-    _sandbox().store.revoke(jti)
+    token = bearer_token(request.headers) or request.headers.get("X-Api-Key")
+    if not token:
+        raise ApiError("token_in_query" if request.args.get("token") else "missing_token")
+    identity = sandbox.authenticator.verify(token)  # revoking a token already revoked is no error
+    if identity.kind != "jwt" or identity.key != jti:
+        raise ApiError("forbidden", detail="Un jeton ne révoque que lui-même : envoyez le jeton de ce jti "
+                                           "(X-Api-Key ou Authorization: Bearer).")
+    sandbox.store.revoke(jti)
     return Response(status=204)
 
 
@@ -151,7 +193,7 @@ def list_requests():
 
 @bp.delete("/sandbox/requests")
 def forget_requests():
-    _sandbox().journal.forget(_caller())
+    _sandbox().journal.forget(_writer())
     return Response(status=204)
 
 
@@ -170,7 +212,7 @@ def personas():
 @bp.post("/sandbox/personas")
 def create_persona():
     sandbox = _sandbox()
-    identity = _caller()
+    identity = _writer()
     body = _json_body(persona_rules.MAX_BODY)
     if body is None:
         raise persona_rules.InvalidPersona("$", "le corps n'est pas du JSON")
@@ -189,7 +231,7 @@ def show_persona(name):
 
 @bp.delete("/sandbox/personas/<path:name>")
 def delete_persona(name):
-    if not _sandbox().personas.delete(name, _caller()):
+    if not _sandbox().personas.delete(name, _writer()):
         raise ApiError("persona_not_found")
     return Response(status=204)
 
@@ -203,3 +245,21 @@ def scopes():
 def openapi():
     # the merged spec, with the examples the /docs page pre-fills (sandbox/tryit/examples.py)
     return Response(current_app.extensions["docs_spec"].yaml(), 200, content_type="application/yaml; charset=utf-8")
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus' text format (sandbox/metrics.py). On a public instance, only loopback (a
+    scraper beside the sandbox, not a client relayed by a proxy on the same machine) and the
+    addresses of SANDBOX_METRICS_FROM may read it."""
+    sandbox = _sandbox()
+    allowed = sandbox.metrics_from
+    if allowed is not None:
+        direct = request.environ.get("sandbox.peer", request.remote_addr)
+        loopback = in_networks(direct, LOOPBACK) and "X-Forwarded-For" not in request.headers \
+            and request.remote_addr == direct
+        if not (loopback or in_networks(request.remote_addr, allowed)):
+            raise ApiError("forbidden", detail="/metrics n'est lisible que depuis la machine de l'instance ou les "
+                                               "adresses de SANDBOX_METRICS_FROM.")
+    body, content_type = sandbox.metrics.render()
+    return Response(body, 200, content_type=content_type)

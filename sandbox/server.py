@@ -41,7 +41,12 @@ def gunicorn_options(settings: Settings) -> dict:
         # it in their own format; a longer one, or headers gunicorn refuses, get
         # errors.write_server_error.
         "limit_request_line": 8190,
+        # gunicorn believes X-Forwarded-Proto from these peers only (its default trusts loopback,
+        # which is any client once a proxy on the same machine relays it); application.py does
+        # the same for X-Forwarded-For
+        "forwarded_allow_ips": settings.trusted_proxies,
         "post_fork": post_fork,
+        "child_exit": child_exit,
     }
 
 
@@ -62,6 +67,11 @@ def post_fork(server, worker):
     sandbox = getattr(worker.app.wsgi(), "extensions", {}).get("sandbox")
     if sandbox is not None:  # at once, not on the first call: an idle worker follows fixture edits too
         sandbox.start()
+
+
+def child_exit(server, worker):
+    from .metrics import worker_exited
+    worker_exited(worker.pid)
 
 
 class SandboxServer(BaseApplication):

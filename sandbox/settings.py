@@ -6,6 +6,7 @@ the command line wins. Lists in the environment are os.pathsep-separated.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -34,6 +35,27 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() not in ("0", "off", "false", "no")
+
+
+def parse_networks(value: str | None, setting: str) -> tuple:
+    """`10.0.0.1, 10.1.0.0/16, ::1` -> ip networks (an address is a network of one)."""
+    out = []
+    for entry in (value or "").split(","):
+        entry = entry.strip()
+        if entry:
+            try:
+                out.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ConfigError(f"{setting} expects addresses or networks separated by commas, got {entry!r}") from None
+    return tuple(out)
+
+
+def in_networks(address: str | None, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%")[0])
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def parse_static_tokens(entries) -> dict[str, tuple[str, ...]]:
@@ -96,8 +118,16 @@ class Settings:
     franceconnect_clients: str | None = None  # `id:secret[=uri,uri]` entries, `;`-separated (docs/franceconnect.md)
     franceconnect_ttl: int = 60  # seconds a built-in FranceConnect access token lives, as FranceConnect's own
     franceconnect_port: int | None = None  # also serve the provider there, at FranceConnect's own paths (/api/v2/...)
+    # where the default FranceConnect client may send a browser back (origins or addresses,
+    # comma-separated), beside loopback and the sandbox's own origin; None: anywhere, unless public
+    franceconnect_redirects: str | None = None
+    public: bool = False  # the shared-instance profile (docs/public-instance.md)
+    trusted_proxies: str = ""  # peers whose X-Forwarded-For/-Proto are believed (addresses or networks)
+    metrics_from: str | None = None  # who may read /metrics: None = anyone, or loopback only when public
 
     def __post_init__(self):
+        if self.public:  # a shared instance: one client's injected failure must never reach another
+            object.__setattr__(self, "faults", False)
         if self.franceconnect_port is not None:
             if not 0 < self.franceconnect_port < 65536:
                 raise ConfigError(f"--franceconnect-port: {self.franceconnect_port} is not a port")
@@ -136,7 +166,7 @@ class Settings:
             return path.read_text().strip()
         except FileNotFoundError:
             pass
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         candidate = secrets.token_urlsafe(48)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -180,4 +210,8 @@ ENVIRONMENT = {
     "SANDBOX_FRANCECONNECT_CLIENTS": ("franceconnect_clients", str),
     "SANDBOX_FRANCECONNECT_TTL": ("franceconnect_ttl", int),
     "SANDBOX_FRANCECONNECT_PORT": ("franceconnect_port", int),
+    "SANDBOX_FRANCECONNECT_REDIRECTS": ("franceconnect_redirects", str),
+    "SANDBOX_PUBLIC": ("public", lambda v: _flag(v, False)),
+    "SANDBOX_TRUSTED_PROXIES": ("trusted_proxies", str),
+    "SANDBOX_METRICS_FROM": ("metrics_from", str),
 }

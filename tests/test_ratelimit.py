@@ -326,7 +326,7 @@ def test_revoked_token_is_refused_in_the_same_store_call(frozen):
     client, _ = frozen()
     token, claims = mint(SECRET, ScopeCatalogue().all_scopes(), 3600)
     assert client.get(V2_PATH, headers={"X-Api-Key": token}).status_code == 200
-    assert client.delete(f"/sandbox/tokens/{claims['jti']}").status_code == 204
+    assert client.delete(f"/sandbox/tokens/{claims['jti']}", headers={"X-Api-Key": token}).status_code == 204
     refused = client.get(V3_PATH, headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 401
     assert refused.get_json()["errors"][0]["code"] == "00105"

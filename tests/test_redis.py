@@ -127,7 +127,8 @@ def test_revocations_and_journal_live_in_redis_across_restarts(start_server, red
     server = _serve(start_server, tmp_path, redis_server.url)
     for _ in range(3):
         assert requests.get(server.url + V2_PATH, headers={"X-Api-Key": kept}, timeout=10).status_code == 200
-    assert requests.delete(f"{server.url}/sandbox/tokens/{revoked_claims['jti']}", timeout=10).status_code == 204
+    assert requests.delete(f"{server.url}/sandbox/tokens/{revoked_claims['jti']}", headers={"X-Api-Key": revoked},
+                           timeout=10).status_code == 204
     assert server.stop() == 0
 
     direct = redis.Redis.from_url(redis_server.url)

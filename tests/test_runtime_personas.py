@@ -27,9 +27,8 @@ def zoe(identifiant="zoe.runtime", **extra) -> dict:
 
 
 def create(client, token, body, raw=False):
-    # a JSON body without a JSON Content-Type, as `curl -d '{...}'` sends it
     answer = client.post("/sandbox/personas", data=json.dumps(body), headers=v2_headers(token),
-                         content_type="application/x-www-form-urlencoded")
+                         content_type="application/json")
     return answer if raw else (answer.status_code, answer.get_json())
 
 

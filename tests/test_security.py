@@ -247,7 +247,7 @@ def test_revoking_needs_a_token_id(server):
     status, _, body = raw(server, "DELETE", "/sandbox/tokens/not-a-token-id")
     assert status == 404 and json.loads(body)["error"] == "not_found"
     minted = requests.post(server.url + "/sandbox/tokens", json={"ttl": 600}, timeout=TIMEOUT).json()
-    status, _, _ = raw(server, "DELETE", "/sandbox/tokens/" + minted["jti"].upper())
+    status, _, _ = raw(server, "DELETE", "/sandbox/tokens/" + minted["jti"].upper(), headers={"X-Api-Key": minted["token"]})
     assert status == 204
     assert get(server, V2, headers={"X-Api-Key": minted["token"]}).status_code == 401, "the UUID's case is not its identity"
 
@@ -320,7 +320,8 @@ def _every_kind_of_answer(server):
     yield "mint 400", requests.post(server.url + "/sandbox/tokens", json={"ttl": 0}, timeout=TIMEOUT)
     yield "mint 413", requests.post(server.url + "/sandbox/tokens", data=b" " * 70000,
                                     headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
-    yield "revoke 204", requests.delete(server.url + "/sandbox/tokens/" + minted["jti"], timeout=TIMEOUT)
+    yield "revoke 204", requests.delete(server.url + "/sandbox/tokens/" + minted["jti"],
+                                        headers={"X-Api-Key": minted["token"]}, timeout=TIMEOUT)
     yield "revoke 404", requests.delete(server.url + "/sandbox/tokens/x", timeout=TIMEOUT)
     yield "journal", get(server, "/sandbox/requests", headers={"X-Api-Key": token})
     yield "journal 405", requests.put(server.url + "/sandbox/requests", timeout=TIMEOUT)

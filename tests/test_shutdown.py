@@ -97,7 +97,8 @@ def test_a_restart_keeps_tokens_revocations_and_the_journal(tmp_path, start_serv
     narrow = _mint(server, scopes=["pole_emploi_identite"], ttl=3600)
     for token in (kept, revoked, narrow):
         assert requests.get(server.url + V2, headers={"X-Api-Key": token["token"]}, timeout=10).status_code == 200
-    assert requests.delete(f"{server.url}/sandbox/tokens/{revoked['jti']}", timeout=10).status_code == 204
+    assert requests.delete(f"{server.url}/sandbox/tokens/{revoked['jti']}", headers={"X-Api-Key": revoked["token"]},
+                           timeout=10).status_code == 204
     before = requests.get(server.url + "/sandbox/requests", headers={"X-Api-Key": kept["token"]}, timeout=10).json()
     assert [e["status"] for e in before["requests"]] == [200]
 

@@ -44,17 +44,22 @@ def test_token_without_scopes_in_body_gets_all_scopes(client):
 
 
 @pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
-def test_a_json_body_is_read_whatever_its_content_type(client, content_type):
-    """`curl -X POST .../sandbox/tokens -d '{"scopes": [...]}'` labels its body as a form."""
+def test_a_body_not_labelled_json_is_refused(client, content_type):
+    """A form or text/plain body is what another site can make a browser send without a CORS
+    preflight: a JSON body must say so (`curl -H 'Content-Type: application/json' -d '{...}'`)."""
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.post("/sandbox/tokens", data='{"scopes": ["cnaf_enfants"], "ttl": 60}', headers=headers)
-    assert response.status_code == 201, response.get_data(as_text=True)
-    assert response.get_json()["scopes"] == ["cnaf_enfants"]
+    assert response.status_code == 415, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "unsupported_media_type"
+    assert "application/json" in response.get_json()["message"]
+    labelled = client.post("/sandbox/tokens", data='{"scopes": ["cnaf_enfants"], "ttl": 60}',
+                           headers={"Content-Type": "application/json; charset=utf-8"})
+    assert labelled.status_code == 201 and labelled.get_json()["scopes"] == ["cnaf_enfants"]
 
 
 def test_a_form_body_is_refused_clearly(client):
     response = client.post("/sandbox/tokens", data={"scopes": "cnaf_enfants"})
-    assert response.status_code == 400
+    assert response.status_code == 415
     assert "JSON" in response.get_json()["message"]
 
 
@@ -106,7 +111,7 @@ def test_expired_token(client):
 def test_revoked_token(client):
     body = client.post("/sandbox/tokens", json={"ttl": 600}).get_json()
     assert client.get(V3, headers=v3_headers(body["token"])).status_code == 200
-    assert client.delete(f"/sandbox/tokens/{body['jti']}").status_code == 204
+    assert client.delete(f"/sandbox/tokens/{body['jti']}", headers=v2_headers(body["token"])).status_code == 204
     _v3_error(client.get(V3, headers=v3_headers(body["token"])), 401, "00105")
     _v2_flat(client.get(V2, headers=v2_headers(body["token"])), "Votre jeton est sur liste noire")
     # outside /api/v2/, production's blocklist answers in the JSON:API format

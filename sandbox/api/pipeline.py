@@ -148,7 +148,11 @@ class Pipeline:
         headers.setdefault("Content-Type", transport.content_type(op.v3, stage))
         return status, body, headers
 
+    metrics = None  # sandbox.metrics: refusals counted by reason (application.py sets it)
+
     def _error(self, op, error: ApiError, stage: str) -> tuple[int, bytes, dict]:
+        if self.metrics is not None:
+            self.metrics.refused(error.kind)
         status, payload = errors.render(error, op.v3)
         headers = {**error.headers, "Content-Type": transport.content_type(op.v3, stage)}
         if isinstance(error, ParameterErrors) and error.hints:

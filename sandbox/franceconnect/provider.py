@@ -17,7 +17,7 @@ from ..api.auth import Identity
 from ..production.errors import ApiError
 from ..store import StoreUnavailable
 from . import keys
-from .clients import parse_clients
+from .clients import parse_clients, parse_redirects
 
 ACR = "eidas1"  # FranceConnect (not FranceConnect+) has one level
 MIN_RANDOM = 32  # FranceConnect v2 wants state and nonce of at least 32 characters
@@ -74,7 +74,9 @@ def at_hash(access_token: str) -> str:
 class Provider:
     def __init__(self, settings, store, catalogue, personas):
         self.signer = keys.Signer(settings.data_dir)
-        self.clients = parse_clients(settings.franceconnect_clients)
+        limited = settings.public or settings.franceconnect_redirects is not None
+        self.clients = parse_clients(settings.franceconnect_clients,
+                                     parse_redirects(settings.franceconnect_redirects) if limited else None)
         self.ttl = int(settings.franceconnect_ttl)
         self.store = store
         self.personas = personas
@@ -82,13 +84,14 @@ class Provider:
         self._verified: dict[str, dict] = {}  # access token -> claims: an RSA check per call would cost more than the rest of the call (bench/README.md)
 
     # --- authorize -----------------------------------------------------------------------------
-    def check_authorize(self, args) -> dict:
-        """The validated authorize request, or AuthorizeError."""
+    def check_authorize(self, args, own_origin: str | None = None) -> dict:
+        """The validated authorize request, or AuthorizeError. `own_origin`: the sandbox's, where
+        a client limited by the operator may always come back (clients.py)."""
         client = self.clients.get(args.get("client_id") or "")
         if client is None:
             raise AuthorizeError("invalid_client", "client_id inconnu du bac à sable.", redirect=False)
         redirect_uri = args.get("redirect_uri")
-        if not client.accepts(redirect_uri):
+        if not client.accepts(redirect_uri, own_origin):
             raise AuthorizeError("invalid_request", "redirect_uri absente ou non déclarée pour ce client.",
                                  redirect=False)
         request = {"client_id": client.id, "redirect_uri": redirect_uri, "state": args.get("state") or ""}
@@ -233,14 +236,15 @@ class Provider:
                         name=claims["citizen"], france_connect=introspection, expires_at=claims["exp"])
 
     # --- logout ----------------------------------------------------------------------------------
-    def end_session(self, args) -> tuple[str | None, str]:
+    def end_session(self, args, own_origin: str | None = None) -> tuple[str | None, str]:
         """(where to send the user back, or None: show the page; error message or '')."""
         hint = self.signer.read(args.get("id_token_hint") or "", keys.ID_TOKEN, check_expiry=False)
-        if hint is None:
+        # a userinfo JWT has the id_token's `typ` but neither `sid` nor the session: not a hint
+        if hint is None or not isinstance(hint.get("sid"), str) or not isinstance(hint.get("aud"), str):
             return None, "id_token_hint absent ou invalide."
         client = self.clients.get(hint["aud"])
         target = args.get("post_logout_redirect_uri")
-        if target and (client is None or not client.accepts(target)):
+        if target and (client is None or not client.accepts(target, own_origin)):
             return None, "post_logout_redirect_uri non déclarée pour ce client."
         self.store.revoke("at-" + hint["sid"])
         return target, ""

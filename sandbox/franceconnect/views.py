@@ -80,7 +80,7 @@ def make_blueprint(sandbox, provider) -> Blueprint:
     def authorize():
         args = request.values
         try:
-            req = provider.check_authorize(args)
+            req = provider.check_authorize(args, request.host_url)
         except AuthorizeError as error:
             if not error.redirect:
                 return page_error(error.description)
@@ -150,7 +150,7 @@ def make_blueprint(sandbox, provider) -> Blueprint:
 
     @bp.get(PREFIX + "/session/end")
     def end_session():
-        target, problem = provider.end_session(request.args)
+        target, problem = provider.end_session(request.args, request.host_url)
         if problem:
             return page_error(problem)
         if target:

@@ -5,7 +5,8 @@ way (the parameters by the operation's own validation, the payload against the r
 of its status once its relative dates are resolved), and kept in the shared store (LMDB or
 Redis) as JSON, so every gunicorn worker and every host on one Redis answers it.
 
-Visibility: the token that created it (its identity key), or everyone when made `global`. The
+Visibility: the token that created it (its identity key), or everyone when made `global` (never
+on a public instance: `allow_global` off). The
 caller's own persona wins over a global one, and both win over the fixture files; among
 personas of one visibility with the same parameters, the newest answers.
 
@@ -100,8 +101,9 @@ def iso(moment: float | None) -> str | None:
 
 
 class RuntimePersonas:
-    def __init__(self, store, operations: dict, population):
+    def __init__(self, store, operations: dict, population, allow_global: bool = True):
         self.store = store
+        self.allow_global = allow_global  # off on a public instance: no persona answers for others
         self.operations = operations
         self.population = population
         self.checker = SchemaChecker(operations)
@@ -136,6 +138,8 @@ class RuntimePersonas:
     def _build(self, version, texts) -> _Index:
         known = self._state.cases
         docs = sorted((json.loads(text) for text in texts), key=lambda d: (d["created_at"], d["id"]))
+        if not self.allow_global:  # global ones a non-public instance on the same store made stay unseen
+            docs = [d for d in docs if not d["global"]]
         cases = {d["id"]: known.get(d["id"]) or self._case(d) for d in docs}
         by_key, identities = {}, {}
         for case in cases.values():  # oldest first: a newer persona with the same key replaces it
@@ -285,6 +289,10 @@ class RuntimePersonas:
         shared = body.get("global", False)
         if not isinstance(shared, bool):
             raise InvalidPersona("$.global", "true ou false")
+        if shared and not self.allow_global:
+            raise ApiError("forbidden", detail="$.global: une instance publique ne sert pas de persona global (il "
+                                               "changerait les réponses de tous) ; le persona sans global ne répond "
+                                               "qu'à votre jeton.")
         ttl = body.get("ttl")
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL):
             raise InvalidPersona("$.ttl", f"un entier de 1 à {MAX_TTL} secondes")

@@ -47,6 +47,14 @@ API_ERRORS = {
                         "Aucun jeton du bac à sable n'a cet identifiant (le jti d'un jeton est un UUID)."),
     "persona_not_found": (404, "not_found", 404, "00404", "Persona inconnu",
                           "Aucun persona de ce nom n'est visible de ce jeton (liste : GET /sandbox/personas)."),
+    # the sandbox's own refusals on /sandbox/* (cross-site writes, a shared instance's rules)
+    "unsupported_media_type": (415, "unsupported_media_type", 415, "00415", "Type de contenu non pris en charge",
+                               "Le corps d'une écriture sur /sandbox/* est du JSON, envoyé avec "
+                               "Content-Type: application/json."),
+    "token_in_query": (401, "access_denied", 401, "00101", "Interdit",
+                       "Une écriture sur /sandbox/* prend le jeton dans un en-tête (X-Api-Key ou "
+                       "Authorization: Bearer), jamais dans ?token=."),
+    "forbidden": (403, "forbidden", 403, "00403", "Interdit", "Cette action n'est pas permise."),
     "payload_too_large": (413, "bad_request", 413, "00413", "Requête trop volumineuse",
                           "Le corps de la requête dépasse 64 Kio."),
     "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",

@@ -66,13 +66,15 @@ class LmdbStore:
         with _ENVIRONMENTS_LOCK:
             opened = _ENVIRONMENTS.get(self._key)
             if opened is None:
-                self.path.mkdir(parents=True, exist_ok=True)
+                # the journal is its callers' business only: the folders 0700, the files 0600
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.path.mkdir(mode=0o700, exist_ok=True)
                 try:
                     # sync=False: the journal and counters are not worth an fsync per call; a
                     # crash loses the last rows, never the file's consistency. writemap: a commit
                     # writes into the map instead of copying each page out with pwrite (bench/README.md).
                     env = lmdb.open(str(self.path), map_size=self.MAP_SIZE, max_dbs=8, sync=False,
-                                    metasync=False, readahead=False, max_readers=512, writemap=True)
+                                    metasync=False, readahead=False, max_readers=512, writemap=True, mode=0o600)
                     # The tables are opened once per environment, in one explicit transaction:
                     # open_db without one starts a write transaction of its own, which must never
                     # wait on the writer lock while another thread of ours holds it.

@@ -81,7 +81,7 @@ def personas_page():
     entries = sandbox.personas.catalogue(fixtures.catalogue(sandbox.operations), None)  # + global runtime ones
     operations = [_persona_operation(entry, sandbox.operations.get(entry["operation_id"])) for entry in entries]
     return render_template("personas.html", operations=operations, base=request.url_root.rstrip("/"),
-                           france_connect_tokens=sorted(fixtures.france_connect))
+                           france_connect_tokens=sorted(fixtures.france_connect), public=sandbox.settings.public)
 
 
 def _scope_groups() -> list:

@@ -80,7 +80,7 @@ def test_revoked_token_v2_flat_and_v3_texts(client):
     """config/initializers/rack_attack.rb (blocklisted_responder: flat under /api/v2/),
     app/errors/blacklisted_token_error.rb, config/errors.yml 00105."""
     minted = client.post("/sandbox/tokens", json={"ttl": 600}).get_json()
-    assert client.delete(f"/sandbox/tokens/{minted['jti']}").status_code == 204
+    assert client.delete(f"/sandbox/tokens/{minted['jti']}", headers={"X-Api-Key": minted["token"]}).status_code == 204
     detail = ("Votre jeton est sur liste noire, celui-ci a certainement été divulgué sur un canal non-sécurisé. "
               "Vous pouvez trouver un jeton valide sur votre espace personnel: https://particulier.api.gouv.fr/compte")
     v2 = client.get(V2, headers={"X-Api-Key": minted["token"]})

@@ -57,7 +57,7 @@
       $("clone-status").value = found.status;
       $("clone-params").value = JSON.stringify(found.params, null, 2);
       $("clone-payload").value = JSON.stringify(found.payload, null, 2);
-      $("clone-global").checked = false;
+      if ($("clone-global")) { $("clone-global").checked = false; }  // absent on a public instance
       $("clone-ttl").value = "";
       dialog.showModal();
     }).catch(function (error) {
@@ -84,7 +84,7 @@
         status: parseInt($("clone-status").value, 10),
         params: parsed("clone-params", "Paramètres"),
         payload: parsed("clone-payload", "Réponse"),
-        "global": $("clone-global").checked
+        "global": Boolean($("clone-global") && $("clone-global").checked)
       };
       if ($("clone-ttl").value) { body.ttl = parseInt($("clone-ttl").value, 10); }
     } catch (error) {
