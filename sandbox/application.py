@@ -95,7 +95,9 @@ def create_app(settings: Settings | None = None, start: bool = True):
     app.register_blueprint(franceconnect.blueprint(sandbox))
     _install_handlers(app)
     origins = PRODUCTION_ORIGINS + [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    cors = {"origins": origins, "expose_headers": EXPOSED, "max_age": 600}
+    # max_age as text: flask-cors passes it through as given, and the API side hands its headers
+    # to the WSGI server as they are, which refuses anything but a str (gunicorn answers 500)
+    cors = {"origins": origins, "expose_headers": EXPOSED, "max_age": "600"}
     CORS(app, resources={r"/openapi.yml": {**cors, "origins": "*"}, r"/*": cors})
     api_cors = get_cors_options(app, cors)
     api = ApiApp([op for op in sandbox.specs.operations if op.is_api], sandbox.pipeline,

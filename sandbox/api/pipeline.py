@@ -269,7 +269,8 @@ class ApiApp:
             status, body, headers = self.pipeline.handle(op, request, unsupported)
         except MethodNotAllowed as error:
             if request.method == "OPTIONS":  # a CORS preflight: its headers are added below
-                status, body, headers = 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ()))}
+                status, body, headers = 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ())),
+                                                   "Content-Type": None}  # a 204 has no content
             else:  # production has no 405: an unknown method is an unknown route
                 status, body, headers = transport.unknown_route_answer()
         except Exception:  # a bug must still answer in the API's format, and be logged
