@@ -34,7 +34,7 @@ logger = logging.getLogger("sandbox")
 # refused there, so it is refused here too unless SANDBOX_CORS_ORIGINS names it.
 PRODUCTION_ORIGINS = [r"^https?://(staging\.)?api\.gouv\.fr$", r"^https?://([a-z0-9-]+\.)*entreprise\.api\.gouv\.fr$"]
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID",
-           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Fixture-Invalid"]
+           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Fixture-Invalid", "X-Sandbox-Fixtures-Stale"]
 
 
 class Sandbox:
@@ -142,9 +142,13 @@ def _install_handlers(app):
     def _store_down(_):
         return _api_error(ApiError("store_unavailable"))
 
+    population = app.extensions["sandbox"].population
+
     @app.after_request
     def _nosniff(response):
         response.headers["X-Content-Type-Options"] = "nosniff"
+        if population.stale:  # as on the API's answers (api/pipeline.py)
+            response.headers["X-Sandbox-Fixtures-Stale"] = transport.stale_header(population.stale)
         return response
 
     @app.errorhandler(Exception)

@@ -43,7 +43,8 @@ def shown_path(path) -> str:
     path = Path(path)
     if BUNDLED not in path.parents:
         return str(path)
-    real = Path(os.path.realpath(path.parent)) / path.name
+    link, *rest = path.relative_to(BUNDLED).parts
+    real = Path(os.path.realpath(BUNDLED / link)).joinpath(*rest)  # that link only: a case file may be one too
     here = Path.cwd()
     return str(real.relative_to(here)) if here in real.parents and here != here.parent else str(real)
 
