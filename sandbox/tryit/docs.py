@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import flask_swagger_ui
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
-from ..population.calls import RECIPIENT, curl, query_pairs
+from ..population.calls import RECIPIENT, curl, query_pairs, sent_params
 from .examples import retirement
 
 
@@ -101,10 +101,7 @@ def _persona_operation(entry: dict, op, serve_retired: bool) -> dict:
     cases = []
     for case in entry["cases"]:
         params = case.get("params") or {}
-        # FranceConnect-only routes pick the case from the bearer's identity: the case's params
-        # describe that identity, they are not sent.
-        sent = {} if op is not None and op.france_connect_only else params
-        pairs = query_pairs(op, sent)
+        pairs = query_pairs(op, sent_params(op, params))
         try_params = {}
         for name, value in pairs:
             if name.endswith("[]"):

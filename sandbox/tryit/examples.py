@@ -17,7 +17,7 @@ from werkzeug.datastructures import MultiDict
 from ..population import dates
 from ..production import errors
 from ..production.errors import ApiError
-from ..population.calls import RECIPIENT
+from ..population.calls import RECIPIENT, sent_params
 from ..population.lookup import request_key
 from ..production import clock
 from ..api import transport
@@ -161,8 +161,8 @@ def persona(op, fixtures):
 def query_params(op, case) -> dict:
     """{spec parameter name: value} of the request that selects `case`."""
     spec_name = {p.key: p.name for p in op.params}
-    params = {} if op.france_connect_only else {
-        spec_name.get(name.removesuffix("[]"), name): value for name, value in case.params.items()}
+    params = {spec_name.get(name.removesuffix("[]"), name): value
+              for name, value in sent_params(op, case.params).items()}
     if op.v3 and "recipient" in op.keys:
         params.setdefault("recipient", RECIPIENT)
     return params
