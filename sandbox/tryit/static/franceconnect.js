@@ -134,8 +134,9 @@
     show(event.data.token);
   });
 
-  function minutes(seconds) {
-    return seconds % 60 ? seconds + " s" : (seconds / 60 >= 60 && seconds % 3600 === 0 ? seconds / 3600 + " h" : seconds / 60 + " min");
+  function lasting(seconds) {
+    if (seconds < 120 || seconds % 60) { return seconds + " s"; }
+    return seconds % 3600 ? seconds / 60 + " min" : seconds / 3600 + " h";
   }
 
   fetch("/franceconnect/essayer/config").then(function (r) { return r.json(); }).then(function (loaded) {
@@ -143,8 +144,8 @@
     var lifetime = document.createElement("p");
     lifetime.id = "franceconnect-lifetime";
     lifetime.className = "sbx-hint";
-    lifetime.textContent = "Le jeton FranceConnect obtenu ici vit " + minutes(config.ttl) + ", pour explorer à la " +
-      "main ; un client de l'API reçoit celui de FranceConnect, valable " + minutes(config.api_ttl) + ".";
+    lifetime.textContent = "Le jeton FranceConnect obtenu ici vit " + lasting(config.ttl) + ", pour explorer à la " +
+      "main ; un client de l'API reçoit celui de FranceConnect, valable " + lasting(config.api_ttl) + ".";
     section.appendChild(lifetime);
     button.disabled = false;
     button.addEventListener("click", login);
