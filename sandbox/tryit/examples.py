@@ -20,7 +20,6 @@ from ..production.errors import ApiError
 from ..population.calls import RECIPIENT, sent_params
 from ..population.lookup import request_key
 from ..production import clock
-from ..api import transport
 from ..production.retired import RETIRED
 
 # The official staging's well-known keys: integrators already know them, so they come first.
@@ -96,9 +95,9 @@ def retirement(op, serve_retired: bool) -> dict | None:
     sandbox serves it anyway (--serve-retired)}. Also the persona catalogue's (docs.py)."""
     if op is None or not op.gone:
         return None
-    if op.path in RETIRED:
-        gone = transport.retired_answer(op.path, serve_retired)
-        return {"answer": gone[1].decode() if gone else None}
+    if op.path in RETIRED:  # production's text, or served here (`--serve-retired`: api/transport.py)
+        text, may_serve = RETIRED[op.path]
+        return {"answer": None if serve_retired and may_serve else text}
     return {"answer": "Route retirée"}  # a loaded spec's own 410-only route: errors.py's "gone"
 
 
