@@ -100,7 +100,16 @@ def test_the_catalogue_lists_retired_routes_last_and_the_clone_dialog_fits_and_w
     from selenium.webdriver.common.by import By
 
     server = start_server("--workers", "1")
+    # a global persona that expires: its expiry is shown in French
+    catalogue = requests.get(server.url + "/sandbox/personas", timeout=10).json()["operations"]
+    job_seekers = next(op for op in catalogue if op["operation_id"] == "api_particulier_v2_pole_emploi_statut")
+    like = f"api_particulier_v2_pole_emploi_statut/{job_seekers['cases'][0]['file']}"
+    created = requests.post(server.url + "/sandbox/personas", headers={"X-Api-Key": token_for()}, timeout=10, json={
+        "like": like, "params": {"identifiant": "expire.bientot"}, "global": True, "ttl": 600})
+    assert created.status_code == 201, created.text
     browser.get(server.url + "/docs/personas")
+    expiry = _visible(browser, ".sbx-runtime time")
+    assert re.fullmatch(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2}", expiry.text), expiry.text
     sections = browser.find_elements(By.CSS_SELECTOR, "section.sbx-operation")
     assert "Route retirée" not in sections[0].text, "the page opens on a route that answers"
     retired = browser.find_element(By.ID, "api_particulier_v2_cnaf_quotient_familial")

@@ -144,6 +144,11 @@
   Array.prototype.forEach.call(document.querySelectorAll(".sbx-clone"), function (button) {
     button.addEventListener("click", function () { open(button.getAttribute("data-case")); });
   });
+  // times as the page's readers write them (the ISO form stays in the datetime attribute)
+  Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), function (time) {
+    var when = new Date(time.getAttribute("datetime"));
+    if (!isNaN(when.getTime())) { time.textContent = when.toLocaleString(document.documentElement.lang || "fr"); }
+  });
   $("clone-submit").addEventListener("click", submit);
   $("clone-params").addEventListener("input", warnIfSameParams);
   $("clone-close").addEventListener("click", function () { dialog.close(); });
