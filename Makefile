@@ -4,18 +4,24 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-fast install bench soak lint-docker clean
+.PHONY: serve token test test-fast install bench soak lint-docker clean
 
+# The installation talks on stderr: `TOKEN=$$(make token)` captures the token alone.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+	@echo "installing into $(VENV)..." >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip >&2
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]' >&2
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/particulier-sandbox serve
+
+# One token, minted offline with the secret `make serve` uses; every scope, or SCOPE="s1 s2", TTL=seconds.
+token: $(STAMP)
+	@$(BIN)/particulier-sandbox token $(foreach s,$(SCOPE),--scope $(s)) $(if $(TTL),--ttl $(TTL))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -40,7 +40,8 @@ logger = logging.getLogger("sandbox")
 PRODUCTION_ORIGINS = [r"^https?://(staging\.)?api\.gouv\.fr$", r"^https?://([a-z0-9-]+\.)*entreprise\.api\.gouv\.fr$"]
 HSTS = "max-age=31536000"  # a year, as browsers' preload lists want; no includeSubDomains: not ours to say
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID",
-           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Hint", "X-Sandbox-Fixture-Invalid"]
+           "X-Sandbox-Case", "X-Sandbox-Near-Miss", "X-Sandbox-Hint", "X-Sandbox-Fixture-Invalid",
+           "X-Sandbox-Fixtures-Stale"]
 
 
 class Sandbox:
@@ -112,7 +113,9 @@ def create_app(settings: Settings | None = None, start: bool = True):
     app.register_blueprint(franceconnect.blueprint(sandbox))
     _install_handlers(app)
     origins = PRODUCTION_ORIGINS + [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    cors = {"origins": origins, "expose_headers": EXPOSED, "max_age": 600}
+    # max_age as text: flask-cors passes it through as given, and the API side hands its headers
+    # to the WSGI server as they are, which refuses anything but a str (gunicorn answers 500)
+    cors = {"origins": origins, "expose_headers": EXPOSED, "max_age": "600"}
     CORS(app, resources={r"/openapi.yml": {**cors, "origins": "*"}, r"/*": cors})
     api_cors = get_cors_options(app, cors)
     api = ApiApp([op for op in sandbox.specs.operations if op.is_api], sandbox.pipeline,
@@ -197,9 +200,13 @@ def _install_handlers(app):
     def _store_down(_):
         return _api_error(ApiError("store_unavailable"))
 
+    population = app.extensions["sandbox"].population
+
     @app.after_request
     def _nosniff(response):
         response.headers["X-Content-Type-Options"] = "nosniff"
+        if population.stale:  # as on the API's answers (api/pipeline.py)
+            response.headers["X-Sandbox-Fixtures-Stale"] = transport.stale_header(population.stale)
         return response
 
     @app.after_request

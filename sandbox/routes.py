@@ -241,6 +241,12 @@ def scopes():
     return jsonify(scopes=_sandbox().catalogue.describe())
 
 
+@bp.get("/sandbox/status")
+def status():
+    """The fixture set being served, the last reload and its problems: where a broken edit shows."""
+    return jsonify({"fixtures": _sandbox().population.status()})
+
+
 @bp.get("/openapi.yml")
 def openapi():
     # the merged spec, with the examples the /docs page pre-fills (sandbox/tryit/examples.py)

@@ -218,6 +218,24 @@ def test_hot_reload_and_broken_edit_keeps_the_last_good_set(start_server, popula
         time.sleep(0.1)
     assert "malformed" in server.output() or "not valid YAML" in server.output(), "the watcher never reloaded"
     assert nom() == (200, "MODIFIE")  # the broken edit is not served: the last good set is
+    # and every answer says so, until an edit fixes it (each worker reloads on its own: a few tries)
+    def stale(path="/api/v2/situations-pole-emploi?identifiant=paul"):
+        deadline, headers = time.time() + 10, {}
+        for _ in range(50):
+            headers = requests.get(server.url + path, headers=v2_headers(token), timeout=5).headers
+            if ("X-Sandbox-Fixtures-Stale" in headers) == expected or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        return headers.get("X-Sandbox-Fixtures-Stale")
+    expected = True
+    assert stale().startswith(f"{population / V2_OP / '200_paul.yaml'}: $: not valid YAML: line ")
+    assert stale("/sandbox/status") and stale("/sandbox/status")
+    status = requests.get(server.url + "/sandbox/status", timeout=5).json()["fixtures"]
+    assert status["up_to_date"] is False and "200_paul.yaml" in status["stale"][0]
+    write_case(population / V2_OP, "200_paul.yaml", {"identifiant": "paul"}, payload=_v2_payload("REPARE"))
+    assert eventually((200, "REPARE")) == (200, "REPARE")
+    expected = False
+    assert stale() is None and stale() is None
 
 
 def test_official_staging_folders_load_unchanged(make_app):

@@ -164,3 +164,24 @@ def test_an_outside_sandbox_by_url(tmp_path, start_server):
     journal = requests.get(server.url + "/sandbox/requests", headers={"X-Api-Key": token_file.read_text()}, timeout=5)
     assert [(c["path"], c["query"]) for c in journal.json()["requests"]] == [
         ("/api/v2/situations-pole-emploi", {"identifiant": "nobody-here"})]
+
+
+def test_docs_ci_md_lists_every_public_attribute_of_the_fixture():
+    """docs/ci.md's table is where a downstream user learns the fixture: nothing missing."""
+    import inspect
+    import re
+
+    from sandbox.pytest_plugin import ParticulierSandbox
+
+    from .conftest import ROOT
+
+    table = re.findall(r"^\| `([a-z_]+)[(`]", (ROOT / "docs" / "ci.md").read_text(), re.M)
+    internal = {"http", "minted", "created"}  # the fixture's own bookkeeping
+    public = {name for name, _ in inspect.getmembers(ParticulierSandbox) if not name.startswith("_")}
+    public |= {"base_url", "app"}  # set in __init__
+    assert public - internal <= set(table), sorted(public - internal - set(table))
+    for name, member in inspect.getmembers(ParticulierSandbox, inspect.isfunction):
+        if not name.startswith("_"):
+            params = list(inspect.signature(member).parameters)[1:]
+            row = next(line for line in (ROOT / "docs" / "ci.md").read_text().splitlines() if line.startswith(f"| `{name}("))
+            assert all(p in row for p in params), (name, params, row)

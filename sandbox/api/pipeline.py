@@ -65,6 +65,8 @@ class Pipeline:
         and its scopes are checked, as production answers."""
         status, body, headers = self._handle(op, request, unsupported_version)
         headers["X-Request-ID"] = request_id(request.headers)
+        if self.population.stale:  # a broken edit: the last good set answers, and says so
+            headers["X-Sandbox-Fixtures-Stale"] = transport.stale_header(self.population.stale)
         return status, body, headers
 
     def _handle(self, op, request, unsupported_version):
@@ -204,9 +206,10 @@ class Pipeline:
         if case is None:
             status, body = self._provider_fault(op, "not_found")
             return status, body, headers
-        headers["X-Sandbox-Case"] = case.id
+        # a file named in UTF-8 is percent-encoded: a server refuses what latin-1 cannot hold
+        headers["X-Sandbox-Case"] = case.id if case.id.isascii() else transport.header_text(case.id)
         if case.problem:
-            headers["X-Sandbox-Fixture-Invalid"] = case.problem.encode("ascii", "replace").decode()[:300]
+            headers["X-Sandbox-Fixture-Invalid"] = transport.header_text(case.problem, 300)
         status, body = self._render(op, case, held)
         return status, body, headers
 
@@ -301,7 +304,8 @@ class ApiApp:
             status, body, headers = self.pipeline.handle(op, request, unsupported)
         except MethodNotAllowed as error:
             if request.method == "OPTIONS":  # a CORS preflight: its headers are added below
-                status, body, headers = 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ()))}
+                status, body, headers = 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ())),
+                                                   "Content-Type": None}  # a 204 has no content
             else:  # production has no 405: an unknown method is an unknown route
                 status, body, headers = transport.unknown_route_answer()
         except Exception:  # a bug must still answer in the API's format, and be logged

@@ -8,6 +8,7 @@ module decides nothing about a request's data.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from ..production.parameter_checks import to_i
 from ..production.retired import RETIRED
@@ -22,6 +23,33 @@ def cache_headers() -> dict:
     """Set on every answer of an API route once the token and its scopes passed (before the
     version, recipient and parameter checks): the sandbox never answers from a cache."""
     return {"X-Response-Cached": "false", "X-Cache-Expires-in": ""}
+
+
+# --- the sandbox's own headers ------------------------------------------------------------------
+HEADER_LIMIT = 400
+# what stays as it is in a header value: printable ASCII but %, which marks an encoded byte
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7f) if chr(c) not in "%abcdefghijklmnopqrstuvwxyz"
+                       "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~")
+
+
+def header_text(text: str, limit: int = HEADER_LIMIT) -> str:
+    """Any text as a header value every server and client takes: one line, ASCII, the rest
+    percent-encoded as UTF-8 (a file named élève.yaml reads %C3%A9l%C3%A8ve.yaml, which a user
+    can still recognise and decode), cut at `limit` characters."""
+    value = quote(" ".join(str(text).split()), safe=_HEADER_SAFE)
+    if len(value) <= limit:
+        return value
+    cut = limit - 3
+    while value.rfind("%", 0, cut) > cut - 3:  # never inside an encoded byte
+        cut = value.rfind("%", 0, cut)
+    return value[:cut] + "..."
+
+
+def stale_header(problems) -> str:
+    """X-Sandbox-Fixtures-Stale: the files on disk are not the ones served (a reload found them
+    broken): the first problem, and how many more GET /sandbox/status lists."""
+    more = f" (and {len(problems) - 1} more: GET /sandbox/status)" if len(problems) > 1 else ""
+    return header_text(problems[0], HEADER_LIMIT - len(more)) + more
 
 
 # --- content types: v3_and_more/base_controller.rb, api_controller.rb, v2/base_controller.rb ---

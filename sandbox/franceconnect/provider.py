@@ -148,7 +148,10 @@ class Provider:
         return self.signer.sign(claims, keys.CODE)
 
     # --- token -----------------------------------------------------------------------------------
-    def redeem(self, form, authorization: str | None, issuer: str) -> dict:
+    def redeem(self, form, authorization: str | None, issuer: str, ttl: int | None = None) -> dict:
+        """The tokens a code is worth. `ttl`: the tokens' lifetime when not FranceConnect's own
+        (the "try it" page's longer one, views.py)."""
+        ttl = ttl or self.ttl
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if authorization and authorization.lower().startswith("basic "):
             from urllib.parse import unquote
@@ -180,13 +183,13 @@ class Provider:
         sub = subject(client.id, code["citizen"])
         access = {"iss": issuer, "aud": client.id, "client_id": client.id, "sub": sub, "sid": sid,
                   "jti": "at-" + sid, "scope": code["scope"], "citizen": code["citizen"],
-                  "identity": code["identity"], "iat": now, "exp": now + self.ttl}
+                  "identity": code["identity"], "iat": now, "exp": now + ttl}
         access_token = self.signer.sign(access, keys.ACCESS)
-        id_token = {"iss": issuer, "sub": sub, "aud": client.id, "iat": now, "exp": now + self.ttl,
+        id_token = {"iss": issuer, "sub": sub, "aud": client.id, "iat": now, "exp": now + ttl,
                     "nonce": code["nonce"], "acr": code["acr"], "amr": ["pwd"], "auth_time": code["auth_time"],
                     "sid": sid, "at_hash": at_hash(access_token)}
         return {"access_token": access_token, "token_type": "Bearer",
-                "expires_in": self.ttl, "id_token": self.signer.sign(id_token, keys.ID_TOKEN),
+                "expires_in": ttl, "id_token": self.signer.sign(id_token, keys.ID_TOKEN),
                 "scope": code["scope"]}
 
     # --- access tokens: userinfo and the API --------------------------------------------------------

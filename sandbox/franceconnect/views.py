@@ -3,7 +3,7 @@
 personas list, and the "try it" page's callback."""
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
@@ -12,6 +12,10 @@ from .provider import ACR, IDENTITY_SCOPES, AuthorizeError, TokenError
 PREFIX = "/franceconnect/api/v2"
 FC_PATHS = "/api/v2"  # FranceConnect's own, at its host's root: served on the provider's own port (own_port.py)
 AT_ROOT = "sandbox.franceconnect.at_root"  # environ key: the request came in at FranceConnect's own paths
+TRY_IT_CALLBACK = "/franceconnect/essayer/retour"
+# The "try it" page explores by hand: it may ask (sandbox_ttl) for an access token living up to
+# this long. Other clients get FranceConnect's own lifetime (SANDBOX_FRANCECONNECT_TTL, 60 s).
+TRY_IT_MAX_TTL = 3600
 # No inline script; no form-action: the consent form's answer redirects to the client's address.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'")
@@ -132,7 +136,7 @@ def make_blueprint(sandbox, provider) -> Blueprint:
     @bp.post(PREFIX + "/token")
     def token():
         try:
-            answer = provider.redeem(request.form, request.headers.get("Authorization"), issuer())
+            answer = provider.redeem(request.form, request.headers.get("Authorization"), issuer(), _try_it_ttl())
         except TokenError as error:
             headers = {"WWW-Authenticate": 'Basic realm="franceconnect"'} if error.status == 401 else {}
             return jsonify(error=error.error, error_description=error.description), error.status, headers
@@ -168,6 +172,17 @@ def make_blueprint(sandbox, provider) -> Blueprint:
                           for c in h.citizens]}
             for h in directory.households]})
 
+    def _try_it_ttl():
+        """The lifetime the "try it" page asks for its own logins (redirected to its callback)."""
+        asked = request.form.get("sandbox_ttl")
+        if asked is None:
+            return None
+        if urlsplit(request.form.get("redirect_uri") or "").path != TRY_IT_CALLBACK:
+            raise TokenError("invalid_request", "sandbox_ttl n'est accepté que pour la page « essayer » du bac à sable.")
+        if not asked.isdigit() or not 1 <= int(asked) <= TRY_IT_MAX_TTL:
+            raise TokenError("invalid_request", f"sandbox_ttl : un nombre de secondes de 1 à {TRY_IT_MAX_TTL}.")
+        return int(asked)
+
     @bp.get("/franceconnect/essayer/retour")
     def try_it_callback():
         return render_template("franceconnect/callback.html")
@@ -183,6 +198,7 @@ def make_blueprint(sandbox, provider) -> Blueprint:
                 scopes |= set(entry.scopes) if entry else set()
         return jsonify({"authorize": PREFIX + "/authorize", "token": PREFIX + "/token", "client_id": "sandbox",
                         "client_secret": "sandbox", "scope": " ".join(["openid", "identite_pivot", *sorted(scopes)]),
-                        "acr_values": ACR, "routes": sorted(routes)})
+                        "acr_values": ACR, "routes": sorted(routes),
+                        "ttl": TRY_IT_MAX_TTL, "api_ttl": provider.ttl})
 
     return bp

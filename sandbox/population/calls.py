@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .lookup import IGNORED_PARAMS
+from .lookup import IDENTITY_PARAMS, IGNORED_PARAMS
 
 RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
 
@@ -12,6 +12,17 @@ def query_value(value) -> str:
     if isinstance(value, bool):  # YAML true -> the query's `true`, not Python's `True`
         return "true" if value else "false"
     return str(value)
+
+
+def sent_params(op, params: dict) -> dict:
+    """The case's params a client sends. On a FranceConnect-only route the token carries who the
+    person is: the identity params stay out, the others the route declares go (the plate number
+    of an ANTS call, a Cnous campaign year)."""
+    if op is None or not op.france_connect_only:
+        return params
+    declared = {p.key for p in op.params if p.location == "query"}
+    return {name: value for name, value in params.items()
+            if name.removesuffix("[]") not in IDENTITY_PARAMS and name.removesuffix("[]") in declared}
 
 
 def query_pairs(op, params: dict) -> list:

@@ -18,9 +18,11 @@ from pathlib import Path
 import yaml
 
 from ..production.spec import _Loader
+from ..settings import BUNDLED
 
 CASE_SUFFIXES = (".yaml", ".yml")
 MAX_CASE_BYTES = 1 << 20
+CACHE_FORMAT = "2"  # bump when what read_case_file returns changes
 
 
 @dataclass
@@ -31,7 +33,33 @@ class Problem:
     fatal: bool = True
 
     def __str__(self):
-        return f"{self.file}: {self.where}: {self.message}"
+        return f"{shown_path(self.file)}: {self.where}: {self.message}"
+
+
+def shown_path(path) -> str:
+    """A case file's path as the user knows it. The bundled folders are links (sandbox/bundled/
+    fixtures -> fixtures/ in a clone): a problem names the file the user edits, relative to the
+    working folder when it is under it."""
+    path = Path(path)
+    if BUNDLED not in path.parents:
+        return str(path)
+    link, *rest = path.relative_to(BUNDLED).parts
+    real = Path(os.path.realpath(BUNDLED / link)).joinpath(*rest)  # that link only: a case file may be one too
+    here = Path.cwd()
+    return str(real.relative_to(here)) if here in real.parents and here != here.parent else str(real)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message names the file at every mark; the Problem names it once already."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem or mark is None:
+        return " ".join(str(exc).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, where = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" at line {where.line + 1}, column {where.column + 1})" if where else ")")
+    return text
 
 
 def is_case_name(name: str) -> bool:
@@ -76,8 +104,10 @@ def read_case_file(path: Path):
             return None, [Problem(path, "$", f"file larger than {MAX_CASE_BYTES} bytes")]
         with open(path, "rb") as f:
             data = yaml.load(f, Loader=_Loader)
-    except (OSError, yaml.YAMLError) as exc:
-        return None, [Problem(path, "$", f"not valid YAML: {' '.join(str(exc).split())}")]
+    except OSError as exc:
+        return None, [Problem(path, "$", f"cannot be read: {exc.strerror}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(path, "$", f"not valid YAML: {_yaml_problem(exc)}")]
     if not isinstance(data, dict):
         return None, [Problem(path, "$", "a case file must be a mapping with params, status, payload")]
     payload = data.get("payload")
@@ -130,7 +160,8 @@ def _cache_file(paths: list) -> Path | None:
         return None
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folders = sorted(str(root.resolve()) for root in {p.parent.parent for p in paths})  # the fixture roots
-    tag = hashlib.sha256("\n".join(folders).encode()).hexdigest()[:16]
+    # the cache holds problems' texts too: a new wording (CACHE_FORMAT) must not meet old ones
+    tag = hashlib.sha256("\n".join([CACHE_FORMAT, *folders]).encode()).hexdigest()[:16]
     return Path(home) / "particulier-sandbox" / f"case-files-{tag}.pickle"
 
 

@@ -28,9 +28,13 @@ from . import dates
 from .lookup import canonical_identity, case_key, identity_agrees, other_params, request_key, sent_names
 from .reachability import refusal
 from .files import (CASE_SUFFIXES, Problem, SchemaChecker, is_case_name,  # noqa: F401
-                            read_case_files, signature)
+                            read_case_files, shown_path, signature)
 
 FRANCE_CONNECT = "france_connect"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(eq=False)
@@ -313,6 +317,9 @@ class Population:
         self.logger = logger
         self._current = load(self.dirs, operations)
         self._swap = threading.Lock()
+        self.loaded_at = _now()       # when the served set was read
+        self.last_reload = None       # {"at", "served", "problems"} of the last reload tried, None before one
+        self.stale = ()               # the fatal problems of the files on disk while they are not served
         self._thread = None
 
     @property
@@ -346,12 +353,32 @@ class Population:
             self.logger.error("fixtures changed but are broken; still serving the last good set:\n  %s",
                               "\n  ".join(map(str, candidate.fatal)))
             self._current.signature = candidate.signature  # report a broken edit once, not every second
+            # said on every answer until an edit fixes it (X-Sandbox-Fixtures-Stale, /sandbox/status)
+            self.stale = tuple(candidate.fatal)
+            self.last_reload = {"at": _now(), "served": False, "problems": [str(p) for p in candidate.fatal]}
             return False
-        for problem in candidate.check():  # in the watcher thread: every payload checked, and said
+        problems = candidate.check()
+        for problem in problems:  # in the watcher thread: every payload checked, and said
             self.logger.warning("fixture problem: %s", problem)
-        self.current = candidate
+        self.current, self.stale, self.loaded_at = candidate, (), _now()
+        self.last_reload = {"at": self.loaded_at, "served": True, "problems": [str(p) for p in problems]}
         self.logger.info("fixtures reloaded: %d cases", sum(len(c) for c in candidate.ordered.values()))
         return True
+
+    def status(self) -> dict:
+        """The served set, the last reload and its problems (GET /sandbox/status). This process's
+        view: each worker reloads on its own, within a second of the others."""
+        served = self.current
+        return {"folders": [shown_path(d) for d in self.dirs],
+                "served": {"loaded_at": self.loaded_at,
+                           "operations": len(served.ordered),
+                           "cases": sum(len(cases) for cases in served.ordered.values()),
+                           "france_connect_tokens": len(served.france_connect),
+                           "problems": [str(p) for p in served.problems]},
+                "up_to_date": not self.stale,
+                "stale": [str(p) for p in self.stale],
+                "last_reload": self.last_reload,
+                "hot_reload": bool(self.reload_interval)}
 
     def start_watching(self):
         if self._thread is not None or not self.reload_interval:

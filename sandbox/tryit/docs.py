@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 import flask_swagger_ui
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
-from ..population.calls import RECIPIENT, curl, query_pairs
+from ..population.calls import RECIPIENT, curl, query_pairs, sent_params
+from .examples import retirement
 
 
 SWAGGER_DIST = Path(flask_swagger_ui.__file__).parent / "dist"
@@ -79,7 +80,9 @@ def personas_page():
     sandbox = _sandbox()
     fixtures = sandbox.population.current
     entries = sandbox.personas.catalogue(fixtures.catalogue(sandbox.operations), None)  # + global runtime ones
-    operations = [_persona_operation(entry, sandbox.operations.get(entry["operation_id"])) for entry in entries]
+    operations = [_persona_operation(entry, sandbox.operations.get(entry["operation_id"]), sandbox.settings.serve_retired)
+                  for entry in entries]
+    operations.sort(key=lambda op: bool(op["retired"]))  # retired routes last (a stable sort keeps the rest)
     return render_template("personas.html", operations=operations, base=request.url_root.rstrip("/"),
                            france_connect_tokens=sorted(fixtures.france_connect), public=sandbox.settings.public)
 
@@ -92,16 +95,13 @@ def _scope_groups() -> list:
     return sorted(groups.items(), key=lambda item: item[0].lower())
 
 
-def _persona_operation(entry: dict, op) -> dict:
+def _persona_operation(entry: dict, op, serve_retired: bool) -> dict:
     path = entry.get("path") or (op.path if op else "")
     base = request.url_root.rstrip("/")
     cases = []
     for case in entry["cases"]:
         params = case.get("params") or {}
-        # FranceConnect-only routes pick the case from the bearer's identity: the case's params
-        # describe that identity, they are not sent.
-        sent = {} if op is not None and op.france_connect_only else params
-        pairs = query_pairs(op, sent)
+        pairs = query_pairs(op, sent_params(op, params))
         try_params = {}
         for name, value in pairs:
             if name.endswith("[]"):
@@ -111,6 +111,9 @@ def _persona_operation(entry: dict, op) -> dict:
         link = "/docs?" + urlencode({"operation": entry["operation_id"],
                                      "params": json.dumps(try_params, ensure_ascii=False, separators=(",", ":"))})
         cases.append({**case, "curl": curl(base, op, path, pairs), "try": link})
-    return {**entry, "path": path, "cases": cases,
+    retired = retirement(op, serve_retired)
+    if retired and retired["answer"]:  # every case answers production's 410: shown as such
+        cases = [{**case, "answers": 410, "try": None} for case in cases]
+    return {**entry, "path": path, "cases": cases, "retired": retired,
             "version": "v3+" if op is not None and op.v3 else "v2",
             "france_connect_only": bool(op is not None and op.france_connect_only)}

@@ -17,9 +17,10 @@ from werkzeug.datastructures import MultiDict
 from ..population import dates
 from ..production import errors
 from ..production.errors import ApiError
-from ..population.calls import RECIPIENT
+from ..population.calls import RECIPIENT, sent_params
 from ..population.lookup import request_key
 from ..production import clock
+from ..production.retired import RETIRED
 
 # The official staging's well-known keys: integrators already know them, so they come first.
 WELL_KNOWN = {"identifiant": "default", "ine": "1234567890a", "numeroallocataire": "0000354", "codepostal": "99148"}
@@ -48,7 +49,7 @@ class DocsSpec:
             built_for = (current, clock.today())  # payloads' relative dates move with the day
             if self._built_for != built_for:  # first use, the fixtures were reloaded, or a new day
                 self._document = with_examples(self.sandbox.specs.document, self.sandbox.operations, current,
-                                               self.sandbox.catalogue)
+                                               self.sandbox.catalogue, self.sandbox.settings.serve_retired)
                 self._built_for, self._yaml = built_for, None
             return self._document
 
@@ -60,8 +61,9 @@ class DocsSpec:
             return self._yaml
 
 
-def with_examples(document: dict, operations: dict, fixtures, catalogue) -> dict:
-    """A copy of `document` whose API operations carry examples; `document` is left as it is."""
+def with_examples(document: dict, operations: dict, fixtures, catalogue, serve_retired: bool = False) -> dict:
+    """A copy of `document` whose API operations carry examples, and whose retired routes say so
+    and come last; `document` is left as it is."""
     out = {**document, "paths": dict(document.get("paths") or {})}
     for op in operations.values():
         item = out["paths"].get(op.path)
@@ -82,6 +84,54 @@ def with_examples(document: dict, operations: dict, fixtures, catalogue) -> dict
         if "responses" in raw:
             raw["responses"] = {status: _response(response, _body(op, status, case, catalogue), document)
                                 for status, response in raw["responses"].items()}
+        retired = retirement(op, serve_retired)
+        if retired:
+            _mark_retired(raw, retired)
+    return _retired_last(out, [op for op in operations.values() if op.gone])
+
+
+def retirement(op, serve_retired: bool) -> dict | None:
+    """None for a route production serves; else {"answer": the text of its 410 or None when this
+    sandbox serves it anyway (--serve-retired)}. Also the persona catalogue's (docs.py)."""
+    if op is None or not op.gone:
+        return None
+    if op.path in RETIRED:  # production's text, or served here (`--serve-retired`: api/transport.py)
+        text, may_serve = RETIRED[op.path]
+        return {"answer": None if serve_retired and may_serve else text}
+    return {"answer": "Route retirée"}  # a loaded spec's own 410-only route: errors.py's "gone"
+
+
+def _mark_retired(raw: dict, retired: dict):
+    """The operation's line and text say it is retired (Swagger UI also strikes it through)."""
+    raw["deprecated"] = True
+    raw["summary"] = f"Route retirée — {raw.get('summary') or ''}".rstrip(" —")
+    if retired["answer"]:
+        notice = f"**Route retirée** par la production : chaque appel y répond 410 « {retired['answer']} »."
+    else:
+        notice = ("**Route retirée** par la production (qui y répond 410) ; ce bac à sable la sert encore, "
+                  "lancé avec `--serve-retired`.")
+    raw["description"] = notice + ("\n\n" + raw["description"] if raw.get("description") else "")
+
+
+def _retired_last(out: dict, gone: list) -> dict:
+    """Retired routes after the others, and the sections (tags) holding nothing else last, saying so."""
+    gone_paths = {op.path for op in gone}
+    if not gone_paths:
+        return out
+    paths = out["paths"]
+    out["paths"] = {**{p: v for p, v in paths.items() if p not in gone_paths},
+                    **{p: v for p, v in paths.items() if p in gone_paths}}
+    live_tags, retired_tags = set(), set()
+    for path, item in paths.items():
+        for op in (item or {}).values() if isinstance(item, dict) else ():
+            if isinstance(op, dict):
+                (retired_tags if path in gone_paths else live_tags).update(op.get("tags") or ())
+    only_retired = retired_tags - live_tags
+    tags = list(out.get("tags") or [])
+    if only_retired and tags:
+        marked = [{**t, "description": "Retirée. " + (t.get("description") or "")}
+                  for t in tags if t.get("name") in only_retired]
+        out["tags"] = [t for t in tags if t.get("name") not in only_retired] + marked
     return out
 
 
@@ -110,8 +160,8 @@ def persona(op, fixtures):
 def query_params(op, case) -> dict:
     """{spec parameter name: value} of the request that selects `case`."""
     spec_name = {p.key: p.name for p in op.params}
-    params = {} if op.france_connect_only else {
-        spec_name.get(name.removesuffix("[]"), name): value for name, value in case.params.items()}
+    params = {spec_name.get(name.removesuffix("[]"), name): value
+              for name, value in sent_params(op, case.params).items()}
     if op.v3 and "recipient" in op.keys:
         params.setdefault("recipient", RECIPIENT)
     return params

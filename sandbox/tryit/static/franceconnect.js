@@ -9,6 +9,7 @@
   "use strict";
 
   var STORED = "sandbox-franceconnect";
+  var LOCALE = document.documentElement.lang || "fr";  // times as the page's readers write them
   var PENDING = "sandbox-franceconnect-state";
   var CALLBACK = "/franceconnect/essayer/retour";
 
@@ -37,12 +38,14 @@
       status.textContent = "Réponse inattendue (state inconnu) : recommencez depuis la page « essayer ».";
       return;
     }
+    var exchange = { grant_type: "authorization_code", code: params.get("code"),
+                     redirect_uri: window.location.origin + CALLBACK,
+                     client_id: pending.client_id, client_secret: pending.client_secret };
+    if (pending.ttl) { exchange.sandbox_ttl = pending.ttl; }  // the page's longer token (views.py)
     fetch(pending.token, {
       method: "POST",
       headers: { "Content-Type": "application/x-www-form-urlencoded" },
-      body: query({ grant_type: "authorization_code", code: params.get("code"),
-                    redirect_uri: window.location.origin + CALLBACK,
-                    client_id: pending.client_id, client_secret: pending.client_secret })
+      body: query(exchange)
     }).then(function (response) { return response.json(); }).then(function (token) {
       if (!token.access_token) { throw new Error(token.error_description || token.error || "pas de jeton"); }
       token.expires_at = Date.now() + token.expires_in * 1000;
@@ -107,14 +110,15 @@
   function show(token) {
     if (!token) { return; }
     var until = new Date(token.expires_at);
-    line.textContent = "Connecté·e avec FranceConnect (jeton valable jusqu'à " + until.toLocaleTimeString() +
+    line.textContent = "Connecté·e avec FranceConnect (jeton valable jusqu'au " + until.toLocaleString(LOCALE) +
       ", scopes : " + token.scope.split(" ").length + ") : les routes FranceConnect l'utilisent.";
     line.dataset.token = token.access_token;
   }
 
   function login() {
+    // the page asks for a token it can explore with (config.ttl), not FranceConnect's 60 s
     var pending = { state: randomString() + randomString(), client_id: config.client_id,
-                    client_secret: config.client_secret, token: config.token };
+                    client_secret: config.client_secret, token: config.token, ttl: config.ttl };
     window.localStorage.setItem(PENDING, JSON.stringify(pending));
     var url = config.authorize + "?" + query({
       client_id: config.client_id, redirect_uri: window.location.origin + CALLBACK, response_type: "code",
@@ -130,8 +134,19 @@
     show(event.data.token);
   });
 
+  function lasting(seconds) {
+    if (seconds < 120 || seconds % 60) { return seconds + " s"; }
+    return seconds % 3600 ? seconds / 60 + " min" : seconds / 3600 + " h";
+  }
+
   fetch("/franceconnect/essayer/config").then(function (r) { return r.json(); }).then(function (loaded) {
     config = loaded;
+    var lifetime = document.createElement("p");
+    lifetime.id = "franceconnect-lifetime";
+    lifetime.className = "sbx-hint";
+    lifetime.textContent = "Le jeton FranceConnect obtenu ici vit " + lasting(config.ttl) + ", pour explorer à la " +
+      "main ; un client de l'API reçoit celui de FranceConnect, valable " + lasting(config.api_ttl) + ".";
+    section.appendChild(lifetime);
     button.disabled = false;
     button.addEventListener("click", login);
     installInterceptor();

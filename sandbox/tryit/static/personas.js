@@ -59,10 +59,37 @@
       $("clone-payload").value = JSON.stringify(found.payload, null, 2);
       if ($("clone-global")) { $("clone-global").checked = false; }  // absent on a public instance
       $("clone-ttl").value = "";
+      warnIfSameParams();
       dialog.showModal();
     }).catch(function (error) {
       alert("Ce cas ne peut pas être ouvert : " + error.message);
     });
+  }
+
+  // The key a request is matched on (sandbox/population/lookup.py): names without [], recipient
+  // and token ignored, values compared as lower-cased text.
+  function matchKey(params) {
+    var key = {};
+    Object.keys(params || {}).forEach(function (name) {
+      var bare = name.replace(/\[\]$/, "");
+      if (bare === "recipient" || bare === "token") { return; }
+      var value = params[name];
+      key[bare] = (Array.isArray(value) ? value : [value]).map(function (v) {
+        return v === null || v === undefined ? "" : String(v).toLowerCase();
+      }).join("\u0000");
+    });
+    return JSON.stringify(Object.keys(key).sort().map(function (k) { return [k, key[k]]; }));
+  }
+
+  // As `fixtures new` says it: a copy with the same params answers in the original's place.
+  function warnIfSameParams() {
+    var same = false;
+    try { same = source && matchKey(JSON.parse($("clone-params").value)) === matchKey(source.params); } catch (e) { /* shown on submit */ }
+    $("clone-same").hidden = !same;
+    if (same) {
+      $("clone-same").textContent = "Mêmes paramètres que le cas d'origine : changez-les, sinon ce persona " +
+        "répond à sa place (pour le jeton qui le crée, ou pour tous s'il est visible de tous).";
+    }
   }
 
   function parsed(id, label) {
@@ -117,6 +144,12 @@
   Array.prototype.forEach.call(document.querySelectorAll(".sbx-clone"), function (button) {
     button.addEventListener("click", function () { open(button.getAttribute("data-case")); });
   });
+  // times as the page's readers write them (the ISO form stays in the datetime attribute)
+  Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), function (time) {
+    var when = new Date(time.getAttribute("datetime"));
+    if (!isNaN(when.getTime())) { time.textContent = when.toLocaleString(document.documentElement.lang || "fr"); }
+  });
   $("clone-submit").addEventListener("click", submit);
+  $("clone-params").addEventListener("input", warnIfSameParams);
   $("clone-close").addEventListener("click", function () { dialog.close(); });
 }());
