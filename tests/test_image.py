@@ -5,7 +5,8 @@ servers are the only ones reached), runs it and calls it. compose.yml's services
 plain podman commands that mirror it (no compose tool: its `redis:7-alpine` and `nginx` images
 would come from a registry):
 - `redis` is the host's redis-server (the redis_server fixture);
-- `sandbox-1`, `sandbox-2` are the image with compose's environment;
+- `sandbox-1`, `sandbox-2` are the image with compose's environment (the proxy they trust is
+  127.0.0.1, where it is on the host's network);
 - `proxy` is nginx from Debian on the same base (standing in for compose's `nginx` image),
   serving compose's own `configs.proxy` text.
 All containers share the host's network (the one podman set-up that works on every machine we
@@ -123,7 +124,7 @@ def debian_base() -> Path:
         record(base_seconds="cached", base_bytes=tarball.stat().st_size)
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
-    partial = tarball.with_suffix(".partial.tar")
+    partial = tarball.with_suffix(f".{os.getpid()}.partial.tar")  # mmdebstrap reads the format from ".tar"
     started = time.monotonic()
     done = subprocess.run(["mmdebstrap", "--quiet", *MMDEBSTRAP, str(partial), *MIRRORS],
                           capture_output=True, text=True, timeout=1200)
@@ -286,7 +287,9 @@ def test_compose_two_replicas_on_redis_behind_the_proxy(podman, sandbox_image, p
     for name in names:
         env = compose_env(services[name])
         assert env.pop("SANDBOX_REDIS_URL") == "redis://redis:6379/0"
-        env.update(SANDBOX_REDIS_URL=redis_server.url, SANDBOX_PORT=str(ports[name]))
+        assert env.pop("SANDBOX_TRUSTED_PROXIES") == services["proxy"]["networks"]["default"]["ipv4_address"]
+        # On the host's network the proxy reaches the replicas from loopback.
+        env.update(SANDBOX_REDIS_URL=redis_server.url, SANDBOX_PORT=str(ports[name]), SANDBOX_TRUSTED_PROXIES="127.0.0.1")
         replicas[name] = run(sandbox_image, name, env, ports[name], command)
     for replica in replicas.values():
         replica.wait_ready()
