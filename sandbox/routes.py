@@ -67,12 +67,13 @@ def introspect():
     return jsonify({"_id": identity.key, "name": identity.name, "scopes": sorted(identity.scopes)})
 
 
-def _json_body(limit: int):
+def _json_body(limit: int, setting: str = ""):
     """The body read as JSON whatever its Content-Type says (`curl -d '{...}'` labels it a form):
     {} when empty, None when not JSON."""
     raw = request.stream.read(limit + 1)  # bounded, whatever Content-Length says (or chunked)
     if len(raw) > limit:
-        raise ApiError("payload_too_large", detail=f"Le corps de la requête dépasse {limit // 1024} Kio.")
+        raise ApiError("payload_too_large", parameter=setting or None,
+                       detail=f"Le corps de la requête dépasse {limit // 1024} Kio{f' ({setting})' if setting else ''}.")
     if not raw:
         return {}
     try:
@@ -153,7 +154,7 @@ def personas():
 def create_persona():
     sandbox = _sandbox()
     identity = _caller()
-    body = _json_body(persona_rules.MAX_BODY)
+    body = _json_body(min(persona_rules.MAX_BODY, sandbox.settings.persona_bytes), "SANDBOX_PERSONA_BYTES")
     if body is None:
         raise persona_rules.InvalidPersona("$", "le corps n'est pas du JSON")
     case = sandbox.personas.create(body, identity)
@@ -174,6 +175,27 @@ def delete_persona(name):
     if not _sandbox().personas.delete(name, _caller()):
         raise ApiError("persona_not_found")
     return Response(status=204)
+
+
+@bp.get("/sandbox/usage")
+def usage():
+    """What the calling token holds in the store, against its quotas and the instance's bounds."""
+    sandbox = _sandbox()
+    identity = _caller()
+    used, bounds = sandbox.store.usage(identity.key), sandbox.store.bounds
+    return jsonify({
+        "journal": {"rows": used["journal_rows"], "bytes": used["journal_bytes"],
+                    "limits": {"rows": bounds.journal_rows, "bytes": bounds.token_bytes,
+                               "row_bytes": bounds.row_bytes}},
+        "personas": {"count": used["personas"], "bytes": used["persona_bytes"],
+                     "limits": {"count": bounds.token_personas, "bytes": bounds.token_persona_bytes,
+                                "persona_bytes": bounds.persona_bytes, "ttl": bounds.persona_ttl}},
+        "instance": {"journal_bytes": used["all_journal_bytes"], "personas": used["all_personas"],
+                     "persona_bytes": used["all_persona_bytes"], "revocations": used["revocations"],
+                     "limits": {"journal_bytes": bounds.journal_bytes, "personas": bounds.personas,
+                                "persona_bytes": bounds.personas_bytes, "revocations": bounds.revocations}},
+        "token": {"expires_at": persona_rules.iso(identity.expires_at)},
+    })
 
 
 @bp.get("/sandbox/scopes")

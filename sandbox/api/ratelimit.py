@@ -92,7 +92,8 @@ class RateLimiter:
 
     def call(self, identity, op, ip: str, owner=None, entry=None) -> Call:
         """What one API call of `identity` from `ip` asks of the store."""
-        call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry)
+        call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry,
+                    expires_at=identity.expires_at)  # its journal goes when the token expires
         version = "v3" if op.v3 else "v2"
         for key, rate in ((f"t{version}:{identity.key}", self.per_token[version]), (f"ip:{ip}", self.per_ip)):
             if rate:
