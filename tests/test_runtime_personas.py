@@ -318,7 +318,9 @@ def test_redis_store_keeps_expiry_and_version(redis_server):
     now[0] = T0 + 10
     assert store.personas() == ['{"id": "b"}']
     assert store.delete_persona("b") is True and store.delete_persona("b") is False
-    assert store.personas() == [] and store.personas_version() == 4
+    # one version for the write that purged "a" and deleted "b"; none for the one that changed nothing
+    assert store.personas() == [] and store.personas_version() == 3
+    assert store.persona_changes(2) == (3, {"a": None, "b": None})
     import redis
     assert redis.Redis.from_url(redis_server.url).hlen("sandbox:personas") == 0  # "a" purged by the write
 
