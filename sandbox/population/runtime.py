@@ -11,8 +11,10 @@ personas of one visibility with the same parameters, the newest answers.
 
 Each serving process keeps an index of the personas, stamped with the store's personas version.
 An API call is answered from the index as it is, and the store checks that version in the same
-step as it counts the call (`Call.personas_version`): when another worker or host changed the
-personas since, nothing is counted, the index is rebuilt and the call answered again. The
+step as it counts the call (`Call.personas_version`): when another worker or host changed a
+persona the caller sees (its own, or a global one) since, nothing is counted, the index is
+brought up to date and the call answered again. Another token's own personas never send a call
+round again, however fast that token creates them. The
 sandbox routes read the version first (`current()`). The index is brought up to a version from
 the store's log of changes (`persona_changes`: which personas changed since), one persona at a
 time, never by re-reading them all (only when a process is further behind than the log keeps).
@@ -383,7 +385,7 @@ class RuntimePersonas:
                "created_at": now, "expires_at": expires_at, "like": base.id if base is not None else None}
         text = json.dumps(doc, ensure_ascii=False, default=str)
         try:
-            self.store.put_persona(doc["id"], text, doc["expires_at"], identity.key)
+            self.store.put_persona(doc["id"], text, doc["expires_at"], identity.key, shared, identity.expires_at)
         except QuotaExceeded as refused:
             raise PersonaQuota(refused) from None
         return self.current().cases.get(doc["id"]) or self._case(json.loads(text))

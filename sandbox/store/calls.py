@@ -116,7 +116,8 @@ class Call:
     entry: dict | None = None             # the journal entry, as answered
     expires_at: float | None = None       # when the owner's token expires: its journal goes with it
     # The runtime personas' version the answer was worked out with (None: no persona was looked
-    # up). The store counts nothing and raises PersonasMoved when the version has moved since:
+    # up). The store counts nothing and raises PersonasMoved when a persona the owner sees (its
+    # own, or a global one) changed after that version:
     # the pipeline learns of a persona created or deleted by another worker in the same step
     # as the count (one round trip to Redis), and answers again.
     personas_version: int | None = None

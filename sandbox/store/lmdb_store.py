@@ -14,7 +14,9 @@ Tables (LMDB named databases):
   journals whose token expires first;
 - meta: the last row number given, each owner's rows/bytes/expiry, the totals, the runtime
   personas' version;
-- personas: persona id -> expiry, owner + the persona's JSON (sandbox.population.runtime);
+- runtime-personas: persona id -> expiry, global or not, owner + the persona's JSON (sandbox.population.runtime);
+  persona-owners: (expiry of the token, owner) of the `pv:<owner>` marks in meta, the last
+  version that changed each owner's own personas (dropped once the token has expired);
   persona-expiry: (expiry, id); persona-log: (version, id): which persona each version changed,
   so that a worker updates its index from the changes instead of re-reading every persona.
 
@@ -38,8 +40,8 @@ from .calls import Bounds, Call, Health, Hit, PersonasMoved, QuotaExceeded, Stor
 # none may cross a fork: each process opens an environment once, whichever stores use it, and
 # closes it before it forks (a gunicorn master before each worker); the child opens its own.
 _ENVIRONMENTS: dict[str, tuple] = {}  # path -> (environment, its tables)
-TABLES = (b"counters", b"revoked", b"journal", b"meta", b"personas", b"order", b"journal-expiry",
-          b"revoked-by-expiry", b"persona-expiry", b"persona-log")
+TABLES = (b"counters", b"revoked", b"journal", b"meta", b"runtime-personas", b"order", b"journal-expiry",
+          b"revoked-by-expiry", b"persona-expiry", b"persona-log", b"persona-owners")
 _ENVIRONMENTS_LOCK = threading.Lock()
 
 
@@ -58,8 +60,10 @@ PERSONAS_VERSION = b"personas-version"
 EXPIRY = struct.Struct(">d")
 OWNER = struct.Struct(">QQd")    # an owner's journal: rows, bytes, its token's expiry (+inf: none)
 PAIR = struct.Struct(">QQ")      # an owner's personas, or all of them: count, bytes
-PERSONA = struct.Struct(">dH")   # a persona's expiry and its owner's length, then the owner, then the JSON
+PERSONA = struct.Struct(">d?H")  # a persona's expiry, global or not, its owner's length; then the owner, the JSON
+MARK = struct.Struct(">Qd")      # the last version that changed an owner's own personas, and its token's expiry
 JOURNAL_BYTES, REVOCATIONS, PERSONAS_TOTAL, LOG_FLOOR = b"journal-bytes", b"revocations", b"personas-total", b"log-floor"
+GLOBAL_MARK = b"personas-global-version"  # the last version that changed a global persona
 INF = float("inf")
 PURGE_STEP = 32     # expired rows a write removes at most: a call never pays for a whole table
 LOG_KEEP = 4096     # persona changes kept; a worker further behind re-reads every persona
@@ -103,7 +107,7 @@ class LmdbStore:
                 opened = _ENVIRONMENTS[self._key] = (env, tables)
         self._env, tables = opened
         (self._counters, self._revoked, self._journal, self._meta, self._personas, self._order, self._journal_expiry,
-         self._revoked_expiry, self._persona_expiry, self._persona_log) = (tables[n] for n in TABLES)
+         self._revoked_expiry, self._persona_expiry, self._persona_log, self._persona_owners) = (tables[n] for n in TABLES)
 
     def _environment(self):
         opened = _ENVIRONMENTS.get(self._key)
@@ -130,10 +134,8 @@ class LmdbStore:
     def _count(self, txn, call: Call, now: float):
         # `now` is read inside the write transaction: calls are counted in clock order, so a
         # call never lands in a window whose keys a later window has already dropped.
-        if call.personas_version is not None:
-            version = self._personas_version(txn)
-            if version != call.personas_version:
-                raise PersonasMoved(version)
+        if call.personas_version is not None and self._moved(txn, call.owner, call.personas_version):
+            raise PersonasMoved(self._personas_version(txn))
         revoked = bool(call.jti) and txn.get(call.jti.encode(), db=self._revoked) is not None
         hits = [Hit(self._add(txn, key, period, int(now // period)), (int(now // period) + 1) * period, now)
                 for key, period in call.counters]
@@ -332,7 +334,8 @@ class LmdbStore:
         return self._run(read, write=False)
 
     # --- runtime personas (sandbox.population.runtime) ---------------------------------------
-    def put_persona(self, persona_id: str, text: str, expires_at: float | None, owner: str = ""):
+    def put_persona(self, persona_id: str, text: str, expires_at: float | None, owner: str = "",
+                    shared: bool = False, token_expires_at: float | None = None):
         """Keep a persona, within the quotas (QuotaExceeded names the one it would pass)."""
         data, who = text.encode(), owner.encode()
         expiry = INF if expires_at is None else float(expires_at)
@@ -343,10 +346,11 @@ class LmdbStore:
             refused = self._refused(txn, who, len(data))
             if refused is not None:
                 return refused
-            txn.put(persona_id.encode(), PERSONA.pack(expiry, len(who)) + who + data, db=self._personas)
+            txn.put(persona_id.encode(), PERSONA.pack(expiry, shared, len(who)) + who + data, db=self._personas)
             txn.put(EXPIRY.pack(expiry) + persona_id.encode(), b"", db=self._persona_expiry)
             self._account(txn, who, 1, len(data))
             self._log(txn, version, persona_id.encode())
+            self._mark(txn, who, shared, version, token_expires_at)
         self._run(put)
 
     def _refused(self, txn, owner: bytes, size: int) -> QuotaExceeded | None:
@@ -376,12 +380,13 @@ class LmdbStore:
         held = txn.get(persona_id, db=self._personas)
         if held is None:
             return False
-        expiry, length = PERSONA.unpack_from(held)
+        expiry, shared, length = PERSONA.unpack_from(held)
         owner = held[PERSONA.size:PERSONA.size + length]
         txn.delete(persona_id, db=self._personas)
         txn.delete(EXPIRY.pack(expiry) + persona_id, db=self._persona_expiry)
         self._account(txn, owner, -1, -(len(held) - PERSONA.size - length))
         self._log(txn, version, persona_id)
+        self._mark(txn, owner, shared, version, create=False)
         return True
 
     def _log(self, txn, version: int, persona_id: bytes):
@@ -394,7 +399,7 @@ class LmdbStore:
 
     @staticmethod
     def _text(value: bytes, now: float) -> str | None:
-        expiry, length = PERSONA.unpack_from(value)
+        expiry, _, length = PERSONA.unpack_from(value)
         return value[PERSONA.size + length:].decode() if expiry > now else None
 
     def personas(self) -> list:
@@ -433,6 +438,28 @@ class LmdbStore:
         """Bumped by every change: a worker updates its index of the personas when it moves."""
         return self._run(self._personas_version, write=False)
 
+    def _moved(self, txn, owner: str | None, version: int) -> bool:
+        """Whether a persona the caller sees changed after `version`: its own or a global one.
+        Another token's own personas never make a caller's answer again."""
+        if owner is None:
+            return self._personas_version(txn) != version
+        held = txn.get(b"pv:" + owner.encode(), db=self._meta)
+        own = MARK.unpack(held)[0] if held else 0
+        return max(own, self._number(txn, GLOBAL_MARK)) > version
+
+    def _mark(self, txn, owner: bytes, shared: bool, version: int, token_expires_at: float | None = None,
+              create: bool = True):
+        if shared:
+            txn.put(GLOBAL_MARK, U64.pack(version), db=self._meta)
+            return
+        held = txn.get(b"pv:" + owner, db=self._meta)
+        if held is None and not create:  # its token expired: it calls no more
+            return
+        expiry = MARK.unpack(held)[1] if held else (INF if token_expires_at is None else float(token_expires_at))
+        if held is None and expiry != INF:
+            txn.put(EXPIRY.pack(expiry) + owner, b"", db=self._persona_owners)
+        txn.put(b"pv:" + owner, MARK.pack(version, expiry), db=self._meta)
+
     def _personas_version(self, txn) -> int:
         return self._number(txn, PERSONAS_VERSION)
 
@@ -449,6 +476,12 @@ class LmdbStore:
             persona_id = cursor.key()[EXPIRY.size:]
             if not self._remove_persona(txn, persona_id, version):
                 cursor.delete()
+        owners = txn.cursor(db=self._persona_owners)  # marks of expired tokens: no call reads them again
+        for _ in range(PURGE_STEP):
+            if not owners.first() or EXPIRY.unpack_from(owners.key())[0] > now:
+                break
+            txn.delete(b"pv:" + owners.key()[EXPIRY.size:], db=self._meta)
+            owners.delete()
 
     def ping(self):
         self._run(lambda txn: txn.stat(self._counters), write=False)

@@ -20,17 +20,19 @@ from .calls import Bounds, Call, Health, Hit, PersonasMoved, QuotaExceeded, Stor
 # when it is still its journal's oldest. The total counts a row until its place is taken off,
 # even when its journal was trimmed, forgotten or expired first: an overestimate, so the bound
 # holds on what Redis really keeps.
-# KEYS: revocations (sorted set by expiry), journal sequence, journal list, personas version,
-# the list's bytes, order list, order total, then one counter prefix per counter.
+# KEYS: revocations (sorted set by expiry), journal sequence, journal list, the owner's personas
+# mark, the list's bytes, order list, order total, the global personas' mark, then one counter
+# prefix per counter.
 # ARGV: jti, journal rows, entry JSON as answered, as refused (401/429), the personas version
-# the answer was worked out with ('' for none), the owner, its token's expiry ('' for none),
+# the answer was worked out with ('' for none: moved when the caller's own personas or the global
+# ones changed after it, LmdbStore._moved), the owner, its token's expiry ('' for none),
 # token bytes, journal bytes, journal key prefix, then period, amount of each counter. The
 # verdict rule is Call.refused_status's. When the personas version has moved, nothing is
 # counted and the script answers {'moved', version} (Call.personas_version).
 COUNT_SCRIPT = """
 if ARGV[5] ~= '' then
-  local version = redis.call('GET', KEYS[4]) or '0'
-  if version ~= ARGV[5] then return {'moved', version} end
+  local moved = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), tonumber(redis.call('GET', KEYS[8]) or '0'))
+  if moved > tonumber(ARGV[5]) then return {'moved', moved} end
 end
 local t = redis.call('TIME')
 local seconds = tonumber(t[1])
@@ -41,13 +43,13 @@ if ARGV[1] ~= '' then
 end
 local out = {revoked, t[1], t[2]}
 local over = false
-for i = 8, #KEYS do
-  local period = tonumber(ARGV[2 * i - 5])
+for i = 9, #KEYS do
+  local period = tonumber(ARGV[2 * i - 7])
   local window = math.floor(seconds / period)
   local key = KEYS[i] .. ':' .. window
   local count = redis.call('INCR', key)
   if count == 1 then redis.call('EXPIRE', key, period + 1) end
-  if count > tonumber(ARGV[2 * i - 4]) then over = true end
+  if count > tonumber(ARGV[2 * i - 6]) then over = true end
   out[#out + 1] = count
   out[#out + 1] = (window + 1) * period
 end
@@ -111,9 +113,12 @@ return 1
 # change log (a sorted set of "version:id" by version, its floor below which it is incomplete).
 # Every write purges a few expired personas (at the caller's clock, ARGV[1]) and stamps each
 # change with the next version, in one step; a write that changes nothing moves no version.
-# KEYS: personas, meta, expiry, usage, version, log, log floor.
-# ARGV: now, id, owner, then JSON, expiry ('' for none) and the quotas (persona bytes, token
-# personas, token persona bytes, personas, personas bytes) to put; nothing more to delete.
+# Each change also sets the mark of what it changed: the owner's (`personas:v:<owner>`, expiring
+# with the owner's token) or the global personas' (LmdbStore._moved).
+# KEYS: personas, meta, expiry, usage, version, log, log floor, global mark.
+# ARGV: now, id, owner, owner mark key, then JSON, expiry and the quotas (persona bytes, token
+# personas, token persona bytes, personas, personas bytes), global ('1' or ''), the token's
+# expiry ('' for none) to put; nothing more to delete.
 # Returns 1 when the id was there (or is now), {quota, limit, value} when a quota refuses it.
 PERSONA_SCRIPT = """
 local version = tonumber(redis.call('GET', KEYS[5]) or '0') + 1
@@ -127,29 +132,34 @@ local function account(owner, count, bytes)
     end
   end
 end
+local function mark(owner, shared)
+  if shared == '1' then redis.call('SET', KEYS[8], version)
+  else redis.call('SET', ARGV[4] .. owner, version, 'XX', 'KEEPTTL') end
+end
 local function remove(id)
   local meta = redis.call('HGET', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   if not meta then return 0 end
-  local owner, bytes = string.match(meta, '^(.*)\t(%d+)$')
+  local owner, bytes, shared = string.match(meta, '^(.*)\t(%d+)\t(%d?)$')
   redis.call('HDEL', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   account(owner, -1, -tonumber(bytes))
+  mark(owner, shared)
   redis.call('ZADD', KEYS[6], version, version .. ':' .. id)
   changed = true
   return 1
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 32)) do remove(id) end
 local found = 1
-if ARGV[4] then
-  local size = #ARGV[4]
+if ARGV[5] then
+  local size = #ARGV[5]
   local count = tonumber(redis.call('HGET', KEYS[4], 'c:' .. ARGV[3]) or '0')
   local used = tonumber(redis.call('HGET', KEYS[4], 'b:' .. ARGV[3]) or '0')
   local all = tonumber(redis.call('HGET', KEYS[4], 'c:') or '0')
   local all_used = tonumber(redis.call('HGET', KEYS[4], 'b:') or '0')
-  local checks = {{'persona_bytes', ARGV[6], size}, {'token_personas', ARGV[7], count + 1},
-                  {'token_persona_bytes', ARGV[8], used + size}, {'personas', ARGV[9], all + 1},
-                  {'personas_bytes', ARGV[10], all_used + size}}
+  local checks = {{'persona_bytes', ARGV[7], size}, {'token_personas', ARGV[8], count + 1},
+                  {'token_persona_bytes', ARGV[9], used + size}, {'personas', ARGV[10], all + 1},
+                  {'personas_bytes', ARGV[11], all_used + size}}
   for _, check in ipairs(checks) do
     if check[3] > tonumber(check[2]) then
       found = {check[1], check[2], check[3]}
@@ -157,10 +167,13 @@ if ARGV[4] then
     end
   end
   if found == 1 then
-    redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
-    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. '\t' .. size)
-    redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
+    redis.call('HSET', KEYS[1], ARGV[2], ARGV[5])
+    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. '\t' .. size .. '\t' .. ARGV[12])
+    redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
     account(ARGV[3], 1, size)
+    if ARGV[12] == '1' then redis.call('SET', KEYS[8], version)
+    elseif ARGV[13] ~= '' then redis.call('SET', ARGV[4] .. ARGV[3], version, 'EXAT', ARGV[13])
+    else redis.call('SET', ARGV[4] .. ARGV[3], version) end
     redis.call('ZADD', KEYS[6], version, version .. ':' .. ARGV[2])
     changed = true
   end
@@ -230,8 +243,9 @@ class RedisStore:
 
     def count(self, call: Call) -> tuple[bool, list[Hit]]:
         journal = self._journal_key(call.owner or "")
-        keys = [self.PREFIX + "revocations", self.PREFIX + "journal-seq", journal, self._persona_keys()[4],
-                journal + ":bytes", self.PREFIX + "journal-order", self.PREFIX + "journal-bytes"]
+        keys = [self.PREFIX + "revocations", self.PREFIX + "journal-seq", journal, self._mark_key(call.owner or ""),
+                journal + ":bytes", self.PREFIX + "journal-order", self.PREFIX + "journal-bytes",
+                self._persona_keys()[7]]
         keys += [f"{self.PREFIX}rl:{key}" for key, _ in call.counters]
         answered = refused = ""
         if call.owner is not None:
@@ -291,13 +305,19 @@ class RedisStore:
     # --- runtime personas (sandbox.population.runtime) ---------------------------------------
     def _persona_keys(self) -> list:
         return [self.PREFIX + "personas" + suffix for suffix in
-                ("", ":meta", ":expiry", ":usage", ":version", ":log", ":log-floor")]
+                ("", ":meta", ":expiry", ":usage", ":version", ":log", ":log-floor", ":global-version")]
 
-    def put_persona(self, persona_id: str, text: str, expires_at: float | None, owner: str = ""):
+    def _mark_key(self, owner: str) -> str:
+        return self.PREFIX + "personas:v:" + owner
+
+    def put_persona(self, persona_id: str, text: str, expires_at: float | None, owner: str = "",
+                    shared: bool = False, token_expires_at: float | None = None):
         """Keep a persona, within the quotas (QuotaExceeded names the one it would pass)."""
         b = self.bounds
-        args = [repr(self.clock()), persona_id, owner, text, "+inf" if expires_at is None else repr(float(expires_at)),
-                b.persona_bytes, b.token_personas, b.token_persona_bytes, b.personas, b.personas_bytes]
+        args = [repr(self.clock()), persona_id, owner, self._mark_key(""), text,
+                "+inf" if expires_at is None else repr(float(expires_at)),
+                b.persona_bytes, b.token_personas, b.token_persona_bytes, b.personas, b.personas_bytes,
+                "1" if shared else "", "" if token_expires_at is None else str(int(token_expires_at) + 1)]
         found = self._call(lambda r: self._persona_script(keys=self._persona_keys(), args=args, client=r))
         if isinstance(found, list):
             raise QuotaExceeded(found[0].decode(), int(found[1]), int(found[2]))
@@ -318,7 +338,7 @@ class RedisStore:
     def persona_changes(self, since: int):
         """(version, {id: JSON, or None when gone}) of what changed after version `since`; None
         when the log no longer reaches back that far (LmdbStore.persona_changes)."""
-        table, _, expiry, _, version_key, log, floor = self._persona_keys()
+        table, _, expiry, _, version_key, log, floor, _ = self._persona_keys()
 
         def read(r):
             with r.pipeline(transaction=True) as pipe:
@@ -344,7 +364,7 @@ class RedisStore:
                                    for i, v, e in zip(ids, values, expiries)}
 
     def delete_persona(self, persona_id: str) -> bool:
-        args = [repr(self.clock()), persona_id, ""]
+        args = [repr(self.clock()), persona_id, "", self._mark_key("")]
         return bool(self._call(lambda r: self._persona_script(keys=self._persona_keys(), args=args, client=r)))
 
     def personas_version(self) -> int:

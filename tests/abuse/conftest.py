@@ -45,9 +45,9 @@ class Victim(threading.Thread):
     """Another client calling one route at its own pace (under the 20/s per-token limit) while
     the flood runs: every answer must be the one it got before the flood, status and body."""
 
-    def __init__(self, url: str, path: str = V3_DEFAULT, least: int = 20):
+    def __init__(self, url: str, path: str = V3_DEFAULT, least: int = 20, token: str | None = None):
         super().__init__(daemon=True)
-        self.token = token_for()
+        self.token = token or token_for()
         self.url, self.path, self.least = url + path, path, least
         self.session = requests.Session()
         self.before = self.call()
