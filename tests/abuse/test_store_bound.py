@@ -103,3 +103,50 @@ def test_a_store_at_its_bound_keeps_serving_and_drops_the_oldest_rows(bounded_se
             assert (info["last_pgno"] + 1) * psize <= info["map_size"] // 2
         finally:
             env.close()
+
+
+def test_journals_revocations_and_personas_expire_with_their_token(tmp_path):
+    """Nothing a token leaves outlives it: once its `exp` has passed, the next writes remove its
+    journal, its revocation and its own personas, and the room is counted free again."""
+    now = [T0]
+    store = LmdbStore(tmp_path / "store", SMALL, clock=lambda: now[0])
+    for i in range(40):
+        store.count(Call(None, [], [], "short", _entry("short", i, 500), expires_at=T0 + 60))
+    store.count(Call(None, [], [], "long", _entry("long", 0, 10), expires_at=T0 + 3600))
+    store.revoke("short-jti", T0 + 60)
+    store.put_persona("mine", "{}", T0 + 60, "short", token_expires_at=T0 + 60)
+    before = store.usage("short")
+    assert before["journal_rows"] == 40 and before["personas"] == 1 and store.is_revoked("short-jti")
+
+    now[0] = T0 + 61
+    for i in range(3):  # a few calls of anyone: each removes a few expired rows, never a whole table
+        store.count(Call(None, [], [], "long", _entry("long", i + 1, 10), expires_at=T0 + 3600))
+    store.put_persona("other", "{}", T0 + 600, "long")
+    after = store.usage("short")
+    assert after["journal_rows"] == 0 and after["journal_bytes"] == 0 and after["personas"] == 0
+    assert after["revocations"] == 0 and not store.is_revoked("short-jti")
+    assert after["all_journal_bytes"] == store.usage("long")["journal_bytes"]
+    assert store.persona_changes(0)[1] == {"mine": None, "other": "{}"}
+
+
+@pytest.mark.slow
+def test_on_redis_journals_and_revocations_expire_with_their_token(redis_server):
+    import time
+
+    import redis
+
+    from sandbox.store.redis_store import RedisStore
+    store = RedisStore(redis_server.url, SMALL)
+    direct = redis.Redis.from_url(redis_server.url)
+    expires = time.time() + 600
+    store.count(Call(None, [], [], "short", _entry("short", 0, 10), expires_at=expires))
+    for key in ("sandbox:journal:short", "sandbox:journal:short:bytes"):
+        assert 0 < direct.ttl(key) <= 601
+    store.revoke("short-jti", expires)
+    assert store.is_revoked("short-jti")
+    assert direct.zscore("sandbox:revocations", "short-jti") == int(expires) + 1
+    store.revoke("gone-jti", time.time() - 1)  # a token already expired: its revocation goes at once
+    store.count(Call(None, [], [], "short", _entry("short", 1, 10), expires_at=expires))
+    assert direct.zscore("sandbox:revocations", "gone-jti") is None
+    store.put_persona("mine", "{}", expires, "short", token_expires_at=expires)
+    assert 0 < direct.ttl("sandbox:personas:v:short") <= 601
