@@ -70,10 +70,18 @@ def main():
 @click.option("--serve-retired", is_flag=True, default=None,
               help="Keep serving the CAF v1 route production answers 410 (/api/v2/composition-familiale) "
                    "[off; SANDBOX_SERVE_RETIRED].")
+@click.option("--journal-bytes", metavar="SIZE", help="Every journal together, e.g. 256MiB; beyond, the oldest "
+              "rows are dropped [256MiB; SANDBOX_JOURNAL_BYTES].")
+@click.option("--personas-bytes", metavar="SIZE", help="Runtime personas of every token together, e.g. 32MiB; "
+              "beyond, new ones are refused 429 [32MiB; SANDBOX_PERSONAS_BYTES].")
+@click.option("--persona-ttl", type=int, metavar="SECONDS", help="The longest a runtime persona lives "
+              "[604800; SANDBOX_PERSONA_TTL].")
 def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tokens, rate_limit,
-          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired):
+          rate_limit_profile, provider_limits, ip_rate_limit, faults, data_dir, airtable_sync, strict, serve_retired,
+          journal_bytes, personas_bytes, persona_ttl):
     """Serve the API with gunicorn."""
     try:
+        from .settings import parse_size
         settings = _settings(host=host, port=port, specs=tuple(specs) or None,
                              fixtures=tuple(fixture_dirs) or None, workers=workers, redis_url=redis_url,
                              token_secret=token_secret, rate_limit=rate_limit, ip_rate_limit=ip_rate_limit,
@@ -81,7 +89,10 @@ def serve(host, port, specs, fixture_dirs, workers, redis_url, token_secret, tok
                              provider_limits=None if provider_limits is None else provider_limits == "on",
                              faults=None if faults is None else faults == "on", data_dir=data_dir,
                              airtable_sync=airtable_sync, strict=strict, serve_retired=serve_retired,
-                             static_tokens=parse_static_tokens(tokens) if tokens else None)
+                             static_tokens=parse_static_tokens(tokens) if tokens else None,
+                             journal_bytes=parse_size(journal_bytes) if journal_bytes else None,
+                             personas_bytes=parse_size(personas_bytes) if personas_bytes else None,
+                             persona_ttl=persona_ttl)
         from .api.ratelimit import parse_rate
         for rate in (settings.rate_limit, settings.ip_rate_limit, settings.sandbox_rate_limit):
             parse_rate(rate)  # a typo in a rate stops the start at once, before the app is built

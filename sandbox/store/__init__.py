@@ -27,6 +27,9 @@ from .calls import Bounds, Call, Health, Hit, PersonasMoved, QuotaExceeded, Stor
 
 def open_store(settings):
     from ..settings import ConfigError
+    wrong = settings.bounds().problems()
+    if wrong:
+        raise ConfigError("; ".join(wrong))
     if settings.redis_url:
         from .redis_store import RedisStore
         return RedisStore(settings.redis_url, settings.bounds())

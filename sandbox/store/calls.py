@@ -50,6 +50,13 @@ class Bounds:
     ROW_OVERHEAD = 96
     REVOCATION_BYTES = 160
 
+    def problems(self) -> list:
+        """What makes these bounds unusable (a row must hold a call's short values)."""
+        wrong = [f"{name} must be at least 1" for name, value in vars(self).items() if value < 1]
+        if self.row_bytes < 256:
+            wrong.append("SANDBOX_JOURNAL_ROW_BYTES must be at least 256 bytes")
+        return wrong
+
     def map_size(self) -> int:
         """The LMDB map the bounds need, with margin: B-tree pages may be half empty and a value
         past half a page takes overflow pages of its own, so four times what is counted, plus
