@@ -41,6 +41,9 @@ from ..production.requests import request_id
 JSON = "application/json; charset=utf-8"
 logger = logging.getLogger("sandbox")
 _MEMO_LIMIT = 50_000
+# The rendering memo's bytes: a runtime persona may be 256 KiB and rendered once per scope set a
+# token holds, so a count alone would let 50,000 large bodies pile up in each worker.
+_MEMO_BYTES = 64 << 20
 _PERSONA_RETRIES = 5
 
 
@@ -56,6 +59,7 @@ class Pipeline:
         self.journal = journal
         self._memo_for = None
         self._rendered = {}    # (case, scopes held) -> (status, body): a masked payload is serialised once
+        self._rendered_bytes = 0
         self._near_miss = {}   # (operation id, request key) -> (near miss, header value)
 
     def handle(self, op, request, unsupported_version: str | None = None) -> tuple[int, bytes, dict]:
@@ -158,7 +162,7 @@ class Pipeline:
     def _memos(self):
         current = self.population.current
         if self._memo_for is not current:  # fixtures reloaded: what was kept is stale
-            self._rendered, self._near_miss, self._memo_for = {}, {}, current
+            self._rendered, self._near_miss, self._memo_for, self._rendered_bytes = {}, {}, current, 0
         return current
 
     def _match(self, op, identity, args):
@@ -208,9 +212,10 @@ class Pipeline:
             if case.status == 200 and scopes is not None:
                 payload = scopes.mask(payload, held)
             cached = (case.status, errors.dumps(payload))
-            if len(self._rendered) > _MEMO_LIMIT:
-                self._rendered.clear()
+            if len(self._rendered) > _MEMO_LIMIT or self._rendered_bytes > _MEMO_BYTES:
+                self._rendered, self._rendered_bytes = {}, 0
             self._rendered[key] = cached
+            self._rendered_bytes += len(cached[1])
         return cached
 
     def _provider_fault(self, op, kind):
