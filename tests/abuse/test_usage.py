@@ -69,3 +69,25 @@ def test_a_persona_over_a_quota_is_refused_naming_it(make_app):
     ids = [case["id"] for op in first for case in op["cases"] if case.get("runtime")]
     assert client.delete(f"/sandbox/personas/{ids[0]}", headers={"X-Api-Key": mine}).status_code == 204
     assert post(client, mine, persona("q.three")).status_code == 201
+
+
+def test_the_persona_index_follows_changes_without_re_reading_every_persona(make_app):
+    """Each change reaches a worker's index as that persona alone (the store's change log): a
+    flood of personas costs a worker what changed, never a re-read of all of them per change."""
+    app = make_app(ip_rate_limit="off")
+    client, store = app.test_client(), app.extensions["sandbox"].store
+    mine = token_for()
+    assert post(client, mine, persona("index.first")).status_code == 201  # the first build reads them all
+    full_reads = []
+    read_all = store.personas
+    store.personas = lambda: full_reads.append(1) or read_all()
+    created = [post(client, mine, persona(f"index.{i}")).get_json()["id"] for i in range(5)]
+    assert client.delete(f"/sandbox/personas/{created[0]}", headers={"X-Api-Key": mine}).status_code == 204
+
+    def served(identifiant):
+        answer = client.get(f"/v3/france_travail/statut/identifiant?identifiant={identifiant}&recipient=13002526500013",
+                            headers={"Authorization": f"Bearer {mine}"})
+        return answer.status_code, answer.headers.get("X-Sandbox-Case")
+    assert served("index.0") == (404, "api_particulier_v3_france_travail_statut_with_identifiant/404.yaml")
+    assert served("index.4") == (200, f"runtime/{created[4]}")
+    assert full_reads == []
