@@ -128,7 +128,7 @@ def persona_flood(url, seconds, threads):
                 answer = session.post(url + "/sandbox/personas", json=body, headers={"X-Api-Key": mine}, timeout=30)
                 statuses[answer.status_code] += 1
                 if answer.status_code in (413, 429):
-                    reason = answer.json().get("reason") or "rate limit"
+                    reason = answer.json().get("reason") or "rate limit of /sandbox/* (100/s per address)"
                     reasons[reason.split(" atteint")[0]] += 1
                     if "token_persona" in reason:
                         mine = last[0] = token()  # a new token: the one quota a flooder can dodge
@@ -175,6 +175,7 @@ def run(name, flood, args, redis_url=None):
                            extra)
     try:
         server.wait_ready()
+        time.sleep(2)  # every worker forked and serving
         before = memory(server)
         victim = Victim(server.url)
         victim.start()
@@ -184,7 +185,9 @@ def run(name, flood, args, redis_url=None):
         victim.stop.set()
         victim.join(60)
         after = memory(server)
+        time.sleep(1.5)  # the flood's last second out of the per-address limit of /sandbox/*
         usage = requests.get(server.url + "/sandbox/usage", headers={"X-Api-Key": flooded[1]}, timeout=30).json()
+        log = (work / "server.log").read_text(errors="replace")
         where = redis_memory(redis_url) if redis_url else store_pages(work / "data" / "store")
         print(f"\n== {name} flood, {args.seconds} s, {'Redis' if redis_url else 'LMDB'} ==")
         print(f"  flood statuses:  {dict(flooded[0])}")
@@ -198,6 +201,8 @@ def run(name, flood, args, redis_url=None):
               f" personas: {inst['personas']} / {inst['limits']['personas']}, "
               f"{inst['persona_bytes'] / 2**20:.2f} MiB / {inst['limits']['persona_bytes'] / 2**20:.0f} MiB")
         print(f"  {where}")
+        print(f"  server log: {log.count('Traceback')} tracebacks, {log.count('WORKER TIMEOUT')} worker timeouts, "
+              f"{log.count('Booting worker')} workers booted")
         for pid in before:
             b, a = before[pid], after.get(pid, (None, None))
             print(f"  worker {pid}: VmRSS {b[0] / 1024:.0f} -> {(a[0] or 0) / 1024:.0f} MiB, "
