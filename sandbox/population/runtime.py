@@ -14,8 +14,8 @@ An API call is answered from the index as it is, and the store checks that versi
 step as it counts the call (`Call.personas_version`): when another worker or host changed a
 persona the caller sees (its own, or a global one) since, nothing is counted, the index is
 brought up to date and the call answered again. Another token's own personas never send a call
-round again, however fast that token creates them. The
-sandbox routes read the version first (`current()`). The index is brought up to a version from
+round again, however fast that token creates them. The sandbox routes read the version first
+(`current()`). The index is brought up to a version from
 the store's log of changes (`persona_changes`: which personas changed since), one persona at a
 time, never by re-reading them all (only when a process is further behind than the log keeps).
 Expiry is checked at match time against the store's clock, so an expired persona stops
