@@ -56,7 +56,7 @@ def journal_rows(store_dir: Path) -> tuple[int, int]:
         with env.begin() as txn:
             total = txn.stat(env.open_db(b"journal", txn=txn, create=False))["entries"]
             meta = env.open_db(b"meta", txn=txn, create=False)
-            largest = max((struct.unpack(">Q", v)[0] for k, v in txn.cursor(db=meta) if k.startswith(b"n:")),
+            largest = max((struct.unpack_from(">Q", v)[0] for k, v in txn.cursor(db=meta) if k.startswith(b"n:")),
                           default=0)
     finally:
         env.close()

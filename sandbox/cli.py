@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .settings import ConfigError, Settings, parse_provider_states, parse_static_tokens
+from .settings import ConfigError, Settings, parse_provider_states, parse_size, parse_static_tokens
 
 
 def _settings(**flags) -> Settings:
@@ -52,6 +52,8 @@ SERVE_FLAGS = {
     "provider_states": ("provider_states", lambda v: parse_provider_states(v) if v else None),
     "provider_limits": ("provider_limits", _on_off),
     "faults": ("faults", _on_off),
+    "journal_bytes": ("journal_bytes", lambda v: parse_size(v) if v else None),
+    "personas_bytes": ("personas_bytes", lambda v: parse_size(v) if v else None),
 }
 
 
@@ -106,6 +108,12 @@ SERVE_FLAGS = {
 @click.option("--metrics-from", metavar="ADDRESSES",
               help="Who may read /metrics beside loopback, comma-separated [anyone, or loopback only when public; "
                    "SANDBOX_METRICS_FROM].")
+@click.option("--journal-bytes", metavar="SIZE", help="Every journal together, e.g. 256MiB; beyond, the oldest "
+              "rows are dropped [256MiB; SANDBOX_JOURNAL_BYTES].")
+@click.option("--personas-bytes", metavar="SIZE", help="Runtime personas of every token together, e.g. 32MiB; "
+              "beyond, new ones are refused 429 [32MiB; SANDBOX_PERSONAS_BYTES].")
+@click.option("--persona-ttl", type=int, metavar="SECONDS", help="The longest a runtime persona lives "
+              "[604800; SANDBOX_PERSONA_TTL].")
 def serve(**options):
     """Serve the API with gunicorn."""
     fields = {}

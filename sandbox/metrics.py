@@ -124,11 +124,11 @@ class _Live:
         from prometheus_client.core import GaugeMetricFamily
         used, bound = store_use(self.store)
         if used is not None:
-            yield GaugeMetricFamily("sandbox_store_used_bytes", "Bytes the store holds (LMDB: pages in use; "
-                                    "Redis: used_memory)", value=used)
+            yield GaugeMetricFamily("sandbox_store_used_bytes", "Bytes the journals and runtime personas hold, "
+                                    "as the store counts them for its bounds", value=used)
         if bound:
-            yield GaugeMetricFamily("sandbox_store_bound_bytes", "The store's bound (LMDB: the map size; Redis: "
-                                    "maxmemory)", value=bound)
+            yield GaugeMetricFamily("sandbox_store_bound_bytes", "The journals' and personas' bounds together "
+                                    "(SANDBOX_JOURNAL_BYTES + SANDBOX_PERSONAS_BYTES)", value=bound)
         try:
             count = len(self.personas.current().cases)
         except Exception:  # the store down: the scrape still answers, without this gauge
@@ -137,13 +137,11 @@ class _Live:
 
 
 def store_use(store) -> tuple[int | None, int | None]:
-    """(bytes in use, bound) of either backend; (None, None) when it cannot tell (it is down)."""
+    """(bytes the journals and personas hold, their bounds together) on either backend, as the
+    store counts them for its quotas (GET /sandbox/usage); (None, None) when it is down."""
     try:
-        if hasattr(store, "MAP_SIZE"):  # LMDB: pages up to the last one used, against the map
-            env = store._environment()
-            info, stat = env.info(), env.stat()
-            return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
-        memory = store._call(lambda r: r.info("memory"))
-        return int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)) or None
+        use = store.usage("")
     except Exception:
         return None, None
+    bounds = store.bounds
+    return use["all_journal_bytes"] + use["all_persona_bytes"], bounds.journal_bytes + bounds.personas_bytes

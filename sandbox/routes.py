@@ -108,7 +108,7 @@ def introspect():
     return jsonify({"_id": identity.key, "name": identity.name, "scopes": sorted(identity.scopes)})
 
 
-def _json_body(limit: int):
+def _json_body(limit: int, setting: str = ""):
     """The body of a write, as JSON: {} when there is none at all, None when it is not JSON.
     Anything but `Content-Type: application/json` is refused (415): a form or a text/plain body
     is what a page of another site can make a browser send without asking (no CORS preflight)."""
@@ -117,7 +117,8 @@ def _json_body(limit: int):
         raise ApiError("unsupported_media_type", detail=f"Content-Type: {request.mimetype or 'absent'} ; une écriture "
                        "sur /sandbox/* envoie du JSON avec Content-Type: application/json.")
     if len(raw) > limit:
-        raise ApiError("payload_too_large", detail=f"Le corps de la requête dépasse {limit // 1024} Kio.")
+        raise ApiError("payload_too_large", parameter=setting or None,
+                       detail=f"Le corps de la requête dépasse {limit // 1024} Kio{f' ({setting})' if setting else ''}.")
     if not raw:
         return {}
     try:
@@ -174,7 +175,7 @@ def revoke_token(jti):
     if identity.kind != "jwt" or identity.key != jti:
         raise ApiError("forbidden", detail="Un jeton ne révoque que lui-même : envoyez le jeton de ce jti "
                                            "(X-Api-Key ou Authorization: Bearer).")
-    sandbox.store.revoke(jti)
+    sandbox.store.revoke(jti, expires_at=identity.expires_at)  # kept no longer than the token lives
     return Response(status=204)
 
 
@@ -234,6 +235,27 @@ def delete_persona(name):
     if not _sandbox().personas.delete(name, _writer()):
         raise ApiError("persona_not_found")
     return Response(status=204)
+
+
+@bp.get("/sandbox/usage")
+def usage():
+    """What the calling token holds in the store, against its quotas and the instance's bounds."""
+    sandbox = _sandbox()
+    identity = _caller()
+    used, bounds = sandbox.store.usage(identity.key), sandbox.store.bounds
+    return jsonify({
+        "journal": {"rows": used["journal_rows"], "bytes": used["journal_bytes"],
+                    "limits": {"rows": bounds.journal_rows, "bytes": bounds.token_bytes,
+                               "row_bytes": bounds.row_bytes}},
+        "personas": {"count": used["personas"], "bytes": used["persona_bytes"],
+                     "limits": {"count": bounds.token_personas, "bytes": bounds.token_persona_bytes,
+                                "persona_bytes": bounds.persona_bytes, "ttl": bounds.persona_ttl}},
+        "instance": {"journal_bytes": used["all_journal_bytes"], "personas": used["all_personas"],
+                     "persona_bytes": used["all_persona_bytes"], "revocations": used["revocations"],
+                     "limits": {"journal_bytes": bounds.journal_bytes, "personas": bounds.personas,
+                                "persona_bytes": bounds.personas_bytes, "revocations": bounds.revocations}},
+        "token": {"expires_at": persona_rules.iso(identity.expires_at)},
+    })
 
 
 @bp.get("/sandbox/scopes")

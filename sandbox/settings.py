@@ -58,6 +58,22 @@ def in_networks(address: str | None, networks) -> bool:
     return any(ip in network for network in networks)
 
 
+SIZE = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+        "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def parse_size(value) -> int:
+    """`262144`, `256KiB`, `16 MiB`, `1G` -> bytes (binary multiples)."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    unit = text[len(number):]
+    if not number.isdigit() or unit not in SIZE or int(number) < 1:
+        raise ConfigError(f"not a size: {value!r} (expected e.g. 65536, 256KiB, 16MiB)")
+    return int(number) * SIZE[unit]
+
+
 def parse_static_tokens(entries) -> dict[str, tuple[str, ...]]:
     """`VALUE=scope,scope` entries (CLI repeats, env separates by `;`) -> {value: scopes}."""
     tokens = {}
@@ -111,6 +127,17 @@ class Settings:
     strict: bool = False    # refuse to start on any fixture problem, schema problems included
     serve_retired: bool = False  # keep serving the CAF v1 route production retired (production/retired.py)
     journal_size: int = 1000
+    # Bounds of what callers can grow in the store (docs/ci.md, "Quotas"; store/calls.Bounds):
+    journal_row_bytes: int = 2048          # one journal row; longer values are cut, the row marked truncated
+    journal_token_bytes: int = 1 << 20     # one token's journal (its oldest rows dropped beyond)
+    journal_bytes: int = 256 << 20         # every journal together (the oldest rows of all dropped beyond)
+    revocations: int = 100_000             # revoked tokens kept (each until its token expires)
+    persona_bytes: int = 256 << 10         # one runtime persona, as stored (413 beyond)
+    token_personas: int = 50               # runtime personas of one token (429 beyond)
+    token_persona_bytes: int = 2 << 20     # their size together (429 beyond)
+    personas: int = 1000                   # runtime personas of every token together (429 beyond)
+    personas_bytes: int = 32 << 20         # their size together (429 beyond)
+    persona_ttl: int = 7 * 86400           # the longest a runtime persona lives (and never past its token)
     reload_interval: float = 1.0
     airtable_sync: float | None = None
     airtable_base: str | None = None
@@ -140,6 +167,14 @@ class Settings:
         values = {name: parse(env[var]) for var, (name, parse) in ENVIRONMENT.items() if env.get(var)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def bounds(self):
+        from .store.calls import Bounds
+        return Bounds(journal_rows=self.journal_size, row_bytes=self.journal_row_bytes,
+                      token_bytes=self.journal_token_bytes, journal_bytes=self.journal_bytes,
+                      revocations=self.revocations, persona_bytes=self.persona_bytes,
+                      token_personas=self.token_personas, token_persona_bytes=self.token_persona_bytes,
+                      personas=self.personas, personas_bytes=self.personas_bytes, persona_ttl=self.persona_ttl)
 
     @property
     def owns_store_dir(self) -> bool:
@@ -204,6 +239,16 @@ ENVIRONMENT = {
     "SANDBOX_STRICT": ("strict", lambda v: _flag(v, False)),
     "SANDBOX_SERVE_RETIRED": ("serve_retired", lambda v: _flag(v, False)),
     "SANDBOX_JOURNAL_SIZE": ("journal_size", int),
+    "SANDBOX_JOURNAL_ROW_BYTES": ("journal_row_bytes", parse_size),
+    "SANDBOX_JOURNAL_TOKEN_BYTES": ("journal_token_bytes", parse_size),
+    "SANDBOX_JOURNAL_BYTES": ("journal_bytes", parse_size),
+    "SANDBOX_REVOCATIONS": ("revocations", int),
+    "SANDBOX_PERSONA_BYTES": ("persona_bytes", parse_size),
+    "SANDBOX_TOKEN_PERSONAS": ("token_personas", int),
+    "SANDBOX_TOKEN_PERSONA_BYTES": ("token_persona_bytes", parse_size),
+    "SANDBOX_PERSONAS": ("personas", int),
+    "SANDBOX_PERSONAS_BYTES": ("personas_bytes", parse_size),
+    "SANDBOX_PERSONA_TTL": ("persona_ttl", int),
     "SANDBOX_RELOAD_INTERVAL": ("reload_interval", float),
     "SANDBOX_AIRTABLE_SYNC": ("airtable_sync", float),
     "AIRTABLE_BASE_ID": ("airtable_base", str),

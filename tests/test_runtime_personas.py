@@ -53,7 +53,7 @@ def test_a_persona_is_served_to_the_token_that_created_it_only(client):
     status, persona = create(client, mine, zoe())
     assert status == 201, persona
     assert persona["case"] == f"runtime/{persona['id']}" and persona["global"] is False
-    assert persona["expires_at"] is None and persona["operation"] == V3_OPERATION
+    assert persona["expires_at"] is not None and persona["operation"] == V3_OPERATION  # with the token at the latest
     assert "identifiant=zoe.runtime" in persona["curl"]
 
     answer = call_v3(client, mine)
@@ -122,7 +122,7 @@ def test_a_persona_expires_after_its_ttl(sandbox_app, client):
     store = sandbox_app.extensions["sandbox"].store
     now = [T0]
     store.clock = lambda: now[0]
-    mine = token_for()
+    mine = token_for(ttl=10 * 365 * 86400)  # past T0: a token's persona never outlives the token
     status, persona = create(client, mine, zoe(ttl=60))
     assert status == 201 and persona["expires_at"] == "2030-03-17T17:47:40Z"  # T0 + 60 s
 
@@ -317,7 +317,9 @@ def test_redis_store_keeps_expiry_and_version(redis_server):
     now[0] = T0 + 10
     assert store.personas() == ['{"id": "b"}']
     assert store.delete_persona("b") is True and store.delete_persona("b") is False
-    assert store.personas() == [] and store.personas_version() == 4
+    # one version for the write that purged "a" and deleted "b"; none for the one that changed nothing
+    assert store.personas() == [] and store.personas_version() == 3
+    assert store.persona_changes(2) == (3, {"a": None, "b": None})
     import redis
     assert redis.Redis.from_url(redis_server.url).hlen("sandbox:personas") == 0  # "a" purged by the write
 

@@ -140,9 +140,13 @@ def test_counters_of_past_windows_are_dropped_so_the_store_stays_small(tmp_path)
 def assert_outdated_personas_count_nothing(store):
     """A call answered from an index of the personas that another worker has since changed is
     neither counted nor journaled: the store names the version to rebuild at, and the call
-    answered again at that version counts once."""
+    answered again at that version counts once. Only a persona the caller sees moves it: its
+    own or a global one, never another token's own."""
     known = store.personas_version()
-    store.put_persona("p1", '{"id": "p1"}', None)  # another worker creates a persona meanwhile
+    store.put_persona("p0", '{"id": "p0"}', None, "alice")  # alice's own: bob's answer is unchanged
+    assert store.count(Call("bob", [("t:bob0", 3600)], [10], "bob", _entry(-1), personas_version=known))
+    store.forget("bob")
+    store.put_persona("p1", '{"id": "p1"}', None, "bob")  # another worker creates bob's persona meanwhile
     call = Call("bob", [("t:bob", 3600)], [10], "bob", _entry(0), personas_version=known)
     with pytest.raises(PersonasMoved) as moved:
         store.count(call)
@@ -152,6 +156,11 @@ def assert_outdated_personas_count_nothing(store):
     assert store.count(call)[1][0].count == 1
     assert [e["query"]["i"] for e in store.journal("bob")] == ["1"]
     assert _count(store, "t:bob") == 2  # a call that looked up no persona is never refused so
+    seen = store.personas_version()
+    store.put_persona("p2", '{"id": "p2"}', None, "alice", shared=True)  # a global one: everyone's
+    with pytest.raises(PersonasMoved) as moved:
+        store.count(Call("carol", [], [], "carol", _entry(0), personas_version=seen))
+    assert moved.value.version == store.personas_version() > seen
 
 
 def test_a_call_answered_from_outdated_personas_counts_nothing(tmp_path):

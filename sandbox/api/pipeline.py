@@ -41,6 +41,11 @@ from ..production.requests import request_id
 JSON = "application/json; charset=utf-8"
 logger = logging.getLogger("sandbox")
 _MEMO_LIMIT = 50_000
+# The memos' bytes: a runtime persona may be 256 KiB and rendered once per scope set a token
+# holds, and a call that matches nothing may carry an 8 KB query, so a count alone would let
+# 50,000 large entries pile up in each worker (a flood of long queries took one to 200 MB).
+_MEMO_BYTES = 64 << 20
+_NEAR_MISS_BYTES = 16 << 20
 _PERSONA_RETRIES = 5
 
 
@@ -57,7 +62,9 @@ class Pipeline:
         self.journal = journal
         self._memo_for = None
         self._rendered = {}    # (case, scopes held) -> (status, body): a masked payload is serialised once
+        self._rendered_bytes = 0
         self._near_miss = {}   # (operation id, request key) -> (near miss, header value)
+        self._near_miss_bytes = 0
 
     def handle(self, op, request, unsupported_version: str | None = None) -> tuple[int, bytes, dict]:
         """One API call -> (status, body, headers). `unsupported_version`: the path named a
@@ -174,6 +181,7 @@ class Pipeline:
         current = self.population.current
         if self._memo_for is not current:  # fixtures reloaded: what was kept is stale
             self._rendered, self._near_miss, self._memo_for = {}, {}, current
+            self._rendered_bytes = self._near_miss_bytes = 0
         return current
 
     def _match(self, op, identity, args):
@@ -194,9 +202,11 @@ class Pipeline:
             near_miss = fixtures.near_miss(op.operation_id, args, memo_key[1])
             header = json.dumps(near_miss, ensure_ascii=True, separators=(",", ":")) if near_miss else None
             found = (near_miss, header)
-            if len(self._near_miss) > _MEMO_LIMIT:
-                self._near_miss.clear()
+            size = sum(len(repr(item)) for item in memo_key[1]) + len(header or "")
+            if len(self._near_miss) > _MEMO_LIMIT or self._near_miss_bytes > _NEAR_MISS_BYTES:
+                self._near_miss, self._near_miss_bytes = {}, 0
             self._near_miss[memo_key] = found
+            self._near_miss_bytes += size
         return fixtures.fallback.get(op.operation_id), found[0], found[1]
 
     def _answer(self, op, case, held, near_header):
@@ -224,9 +234,10 @@ class Pipeline:
             if case.status == 200 and scopes is not None:
                 payload = scopes.mask(payload, held)
             cached = (case.status, errors.dumps(payload))
-            if len(self._rendered) > _MEMO_LIMIT:
-                self._rendered.clear()
+            if len(self._rendered) > _MEMO_LIMIT or self._rendered_bytes > _MEMO_BYTES:
+                self._rendered, self._rendered_bytes = {}, 0
             self._rendered[key] = cached
+            self._rendered_bytes += len(cached[1])
         return cached
 
     def _provider_fault(self, op, kind):

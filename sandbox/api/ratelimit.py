@@ -95,7 +95,8 @@ class RateLimiter:
     def call(self, identity, op, ip: str, owner=None, entry=None, headers=None) -> Call:
         """What one API call of `identity` from `ip` asks of the store; `headers`: the request's,
         for a throttle keyed on a header (v2: X-Api-Key, rate_limits.yml `counted_on`)."""
-        call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry)
+        call = Call(identity.key if identity.kind == "jwt" else None, owner=owner, entry=entry,
+                    expires_at=identity.expires_at)  # its journal goes when the token expires
         version = "v3" if op.v3 else "v2"
         who = self._counted_as(version, identity, headers)
         counters = [(f"{TOKEN_KEY}{version}:{who}" if who else None, self.per_token[version]), (f"ip:{ip}", self.per_ip)]

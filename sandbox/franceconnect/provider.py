@@ -71,6 +71,11 @@ def at_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest[:len(digest) // 2]).rstrip(b"=").decode("ascii")
 
 
+# The "try it" page explores by hand: it may ask (sandbox_ttl) for an access token living up to
+# this long. Other clients get FranceConnect's own lifetime (SANDBOX_FRANCECONNECT_TTL, 60 s).
+TRY_IT_MAX_TTL = 3600
+
+
 class Provider:
     def __init__(self, settings, store, catalogue, personas):
         self.signer = keys.Signer(settings.data_dir)
@@ -173,9 +178,9 @@ class Provider:
         sid = code["sid"]
         try:
             if self.store.is_revoked("code-" + sid):
-                self.store.revoke("at-" + sid)  # a replayed code: what it gave is withdrawn too (RFC 6749 4.1.2)
+                self.store.revoke("at-" + sid, expires_at=time.time() + max(self.ttl, TRY_IT_MAX_TTL))  # a replayed code: what it gave is withdrawn too (RFC 6749 4.1.2)
                 raise TokenError("invalid_grant", "Ce code d'autorisation a déjà été utilisé.")
-            self.store.revoke("code-" + sid)
+            self.store.revoke("code-" + sid, expires_at=code.get("exp"))  # a code is worth nothing once expired
         except StoreUnavailable:
             raise TokenError("temporarily_unavailable", "Le stockage partagé du bac à sable est injoignable.",
                              503) from None
@@ -249,5 +254,5 @@ class Provider:
         target = args.get("post_logout_redirect_uri")
         if target and (client is None or not client.accepts(target, own_origin)):
             return None, "post_logout_redirect_uri non déclarée pour ce client."
-        self.store.revoke("at-" + hint["sid"])
+        self.store.revoke("at-" + hint["sid"], expires_at=time.time() + max(self.ttl, TRY_IT_MAX_TTL))  # no token of it outlives that
         return target, ""

@@ -7,15 +7,12 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .provider import ACR, IDENTITY_SCOPES, AuthorizeError, TokenError
+from .provider import TRY_IT_MAX_TTL, ACR, IDENTITY_SCOPES, AuthorizeError, TokenError
 
 PREFIX = "/franceconnect/api/v2"
 FC_PATHS = "/api/v2"  # FranceConnect's own, at its host's root: served on the provider's own port (own_port.py)
 AT_ROOT = "sandbox.franceconnect.at_root"  # environ key: the request came in at FranceConnect's own paths
 TRY_IT_CALLBACK = "/franceconnect/essayer/retour"
-# The "try it" page explores by hand: it may ask (sandbox_ttl) for an access token living up to
-# this long. Other clients get FranceConnect's own lifetime (SANDBOX_FRANCECONNECT_TTL, 60 s).
-TRY_IT_MAX_TTL = 3600
 # No inline script; no form-action: the consent form's answer redirects to the client's address.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'")

@@ -12,10 +12,20 @@ personas of one visibility with the same parameters, the newest answers.
 
 Each serving process keeps an index of the personas, stamped with the store's personas version.
 An API call is answered from the index as it is, and the store checks that version in the same
-step as it counts the call (`Call.personas_version`): when another worker or host changed the
-personas since, nothing is counted, the index is rebuilt and the call answered again. The
-sandbox routes read the version first (`current()`). Expiry is checked at match time against
-the store's clock, so an expired persona stops answering at once though nothing was written.
+step as it counts the call (`Call.personas_version`): when another worker or host changed a
+persona the caller sees (its own, or a global one) since, nothing is counted, the index is
+brought up to date and the call answered again. Another token's own personas never send a call
+round again, however fast that token creates them. The sandbox routes read the version first
+(`current()`). The index is brought up to a version from
+the store's log of changes (`persona_changes`: which personas changed since), one persona at a
+time, never by re-reading them all (only when a process is further behind than the log keeps).
+Expiry is checked at match time against the store's clock, so an expired persona stops
+answering at once though nothing was written.
+
+Bounded: a persona lives at most `persona_ttl` (and a token's own no longer than the token), and
+the store's quotas (store.Bounds: one persona's size, each token's and everyone's count and
+size) refuse what would pass them, 413 or 429 naming the quota (PersonaQuota). A process's index
+holds what the store holds, so its memory is bounded by the same quotas.
 A persona never changes once created, so its Case object is kept across index rebuilds and the
 pipeline's rendering memo (keyed by the Case) can never serve a stale body.
 """
@@ -35,11 +45,10 @@ from ..production.errors import ApiError, ParameterErrors
 from .files import SchemaChecker
 from .fixtures import Case
 from .lookup import IDENTITY_PARAMS, canonical_identity, case_key, identity_agrees, other_params, request_key
-from ..store import StoreUnavailable
+from ..store import QuotaExceeded, StoreUnavailable
 from ..production import clock
 
-MAX_TTL = 10 * 365 * 86400
-MAX_BODY = 1 << 20  # as a case file
+MAX_BODY = 1 << 20  # as a case file; the store's persona_bytes bound is usually lower
 FIELDS = ("operation", "like", "params", "status", "payload", "description", "global", "ttl")
 RUNTIME = "runtime/"
 
@@ -54,6 +63,31 @@ class InvalidPersona(ApiError):
         if more:
             text += " ; " + " ; ".join(f"{w}: {m}" for w, m in more)
         super().__init__("invalid_parameter", parameter=where, detail=text)
+
+
+# quota -> (status, setting, what it bounds), for PersonaQuota's message
+QUOTAS = {
+    "persona_bytes": (413, "SANDBOX_PERSONA_BYTES", "octets par persona"),
+    "token_personas": (429, "SANDBOX_TOKEN_PERSONAS", "personas par jeton"),
+    "token_persona_bytes": (429, "SANDBOX_TOKEN_PERSONA_BYTES", "octets de personas par jeton"),
+    "personas": (429, "SANDBOX_PERSONAS", "personas pour tous les jetons"),
+    "personas_bytes": (429, "SANDBOX_PERSONAS_BYTES", "octets de personas pour tous les jetons"),
+}
+
+
+class PersonaQuota(ApiError):
+    """A persona over a quota: 413 when it is too large by itself, else 429; the message names
+    the quota, its setting and the way out (delete personas, or wait for them to expire)."""
+
+    def __init__(self, refused: QuotaExceeded):
+        self.status, setting, what = QUOTAS[refused.quota]
+        kind = "payload_too_large" if self.status == 413 else "quota_exceeded"
+        way_out = "" if self.status == 413 else (
+            " ; supprimez des personas (DELETE /sandbox/personas/<id>) ou attendez leur expiration"
+            " (GET /sandbox/usage)")
+        super().__init__(kind, parameter=refused.quota,
+                         detail=f"Quota {refused.quota} atteint : {refused.limit} {what} au plus ({setting})"
+                                f"{'' if refused.used is None else f', demandé : {refused.used}'}{way_out}")
 
 
 @dataclass(eq=False)
@@ -81,6 +115,7 @@ class _Index:
     cases: dict = None        # persona id -> RuntimeCase (created order)
     by_key: dict = None       # (operation id, owner or None) -> {match key: case}, the newest kept
     identities: dict = None   # (operation id, owner or None) -> [(canonical identity, case)], newest first
+    buckets: dict = None      # (operation id, owner or None) -> [case], oldest first
 
 
 def merge(base, over):
@@ -104,10 +139,11 @@ class RuntimePersonas:
     def __init__(self, store, operations: dict, population, allow_global: bool = True):
         self.store = store
         self.allow_global = allow_global  # off on a public instance: no persona answers for others
+        self.bounds = store.bounds
         self.operations = operations
         self.population = population
         self.checker = SchemaChecker(operations)
-        self._state = _Index(cases={}, by_key={}, identities={})
+        self._state = _Index(cases={}, by_key={}, identities={}, buckets={})
         self._lock = threading.Lock()
 
     # --- the index ------------------------------------------------------------------------
@@ -128,9 +164,13 @@ class RuntimePersonas:
         if version == self._state.version:
             return self._state
         try:
-            with self._lock:  # one rebuild per version, whichever thread sees it first
+            with self._lock:  # one update per version, whichever thread sees it first
                 if version != self._state.version:
-                    self._state = self._build(version, self.store.personas())
+                    changes = self.store.persona_changes(self._state.version) if self._state.version >= 0 else None
+                    if changes is None:  # never built, or further behind than the store's log
+                        self._state = self._build(self.store.personas_version(), self.store.personas())
+                    else:
+                        self._state = self._apply(*changes)
                 return self._state
         except StoreUnavailable:
             raise ApiError("store_unavailable") from None
@@ -141,14 +181,53 @@ class RuntimePersonas:
         if not self.allow_global:  # global ones a non-public instance on the same store made stay unseen
             docs = [d for d in docs if not d["global"]]
         cases = {d["id"]: known.get(d["id"]) or self._case(d) for d in docs}
-        by_key, identities = {}, {}
-        for case in cases.values():  # oldest first: a newer persona with the same key replaces it
-            where = (case.operation_id, None if case.shared else case.owner)
-            by_key.setdefault(where, {})[case.key] = case
-            op = self.operations.get(case.operation_id)
-            if op is not None and op.france_connect:
-                identities.setdefault(where, []).insert(0, (canonical_identity(case.params), case))
-        return _Index(version, cases, by_key, identities)
+        buckets = {}
+        for case in cases.values():
+            buckets.setdefault(self._where(case), []).append(case)
+        state = _Index(version, cases, {}, {}, buckets)
+        for where in buckets:
+            self._index(state, where)
+        return state
+
+    def _apply(self, version, changed: dict) -> _Index:
+        """The index with the personas of `changed` (id -> JSON, None: gone) replaced: a new
+        _Index sharing every untouched bucket, so threads reading the old one are undisturbed."""
+        old = self._state
+        state = _Index(version, dict(old.cases), dict(old.by_key), dict(old.identities), dict(old.buckets))
+        touched = set()
+        for persona_id, text in changed.items():
+            gone = state.cases.pop(persona_id, None)
+            if gone is not None:
+                where = self._where(gone)
+                state.buckets[where] = [c for c in state.buckets.get(where, ()) if c is not gone]
+                touched.add(where)
+            if text is not None:
+                case = gone or self._case(json.loads(text))
+                state.cases[persona_id] = case
+                where = self._where(case)
+                state.buckets[where] = sorted([*state.buckets.get(where, ()), case],
+                                              key=lambda c: (c.created_at, c.persona_id))
+                touched.add(where)
+        for where in touched:
+            self._index(state, where)
+        return state
+
+    @staticmethod
+    def _where(case) -> tuple:
+        return case.operation_id, None if case.shared else case.owner
+
+    def _index(self, state: _Index, where: tuple):
+        """by_key and identities of one bucket (one operation and visibility), from its cases."""
+        bucket = state.buckets.get(where)
+        if not bucket:
+            for table in (state.buckets, state.by_key, state.identities):
+                table.pop(where, None)
+            return
+        # oldest first: a newer persona with the same key replaces it
+        state.by_key[where] = {case.key: case for case in bucket}
+        op = self.operations.get(where[0])
+        if op is not None and op.france_connect:
+            state.identities[where] = [(canonical_identity(case.params), case) for case in reversed(bucket)]
 
     def _case(self, doc: dict) -> RuntimeCase:
         case = RuntimeCase(operation_id=doc["operation_id"], file=Path("runtime") / doc["id"],
@@ -294,8 +373,9 @@ class RuntimePersonas:
                                                "changerait les réponses de tous) ; le persona sans global ne répond "
                                                "qu'à votre jeton.")
         ttl = body.get("ttl")
-        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL):
-            raise InvalidPersona("$.ttl", f"un entier de 1 à {MAX_TTL} secondes")
+        longest = self.bounds.persona_ttl
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= longest):
+            raise InvalidPersona("$.ttl", f"un entier de 1 à {longest} secondes (SANDBOX_PERSONA_TTL)")
 
         self._check_params(op, params)
         payload = json.loads(json.dumps(payload, default=str))  # as every worker will read it back
@@ -306,12 +386,17 @@ class RuntimePersonas:
             raise InvalidPersona(*wrong[0], more=wrong[1:])
 
         now = self.store.clock()
+        expires_at = now + (ttl or longest)
+        if not shared and identity.expires_at is not None:  # no one else could see it after
+            expires_at = min(expires_at, float(identity.expires_at))
         doc = {"id": secrets.token_hex(8), "operation_id": op.operation_id, "params": params, "status": status,
                "payload": payload, "description": description, "global": shared, "owner": identity.key,
-               "created_at": now, "expires_at": now + ttl if ttl else None,
-               "like": base.id if base is not None else None}
+               "created_at": now, "expires_at": expires_at, "like": base.id if base is not None else None}
         text = json.dumps(doc, ensure_ascii=False, default=str)
-        self.store.put_persona(doc["id"], text, doc["expires_at"])
+        try:
+            self.store.put_persona(doc["id"], text, doc["expires_at"], identity.key, shared, identity.expires_at)
+        except QuotaExceeded as refused:
+            raise PersonaQuota(refused) from None
         return self.current().cases.get(doc["id"]) or self._case(json.loads(text))
 
     def _operation(self, wanted, where: str):

@@ -57,6 +57,8 @@ API_ERRORS = {
     "forbidden": (403, "forbidden", 403, "00403", "Interdit", "Cette action n'est pas permise."),
     "payload_too_large": (413, "bad_request", 413, "00413", "Requête trop volumineuse",
                           "Le corps de la requête dépasse 64 Kio."),
+    "quota_exceeded": (429, "quota_exceeded", 429, "00429", "Quota atteint",
+                       "Un quota du bac à sable est atteint (GET /sandbox/usage)."),
     "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",
                           "Le stockage partagé du bac à sable (LMDB ou Redis) est injoignable ; "
                           "réessayez dans un instant."),
