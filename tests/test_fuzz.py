@@ -177,6 +177,9 @@ def errors_in_the_routes_format(ctx, response, case):
         return None
     body = json.loads(response.content)
     path = case.operation.path
+    if re.fullmatch(r"/api/[^/]+/ping", path):  # production's pings: 502 with the ping's body, 404 `{}`
+        assert body == {} if response.status_code == 404 else body.get("status") == "bad_gateway", body
+        return None
     if path.startswith(("/api/", "/sandbox/")):
         if response.status_code == 429:
             assert isinstance(body.get("errors"), list) and body["errors"], body

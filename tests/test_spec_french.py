@@ -31,6 +31,10 @@ def test_what_the_page_shows_of_the_spec_is_french():
     english = [(where, text) for where, text in texts if ENGLISH.search(text)]
     assert not english, english[:10]
     assert all(not ENGLISH.search(tag["name"]) for tag in spec["tags"])
+    declared = {tag["name"] for tag in spec["tags"]}
+    used = {tag for item in spec["paths"].values() for op in item.values() if isinstance(op, dict)
+            for tag in op.get("tags", ())}
+    assert used <= declared, sorted(used - declared)  # a section the page shows is one of the French ones
 
 
 def test_the_served_page_s_own_additions_are_french(app):

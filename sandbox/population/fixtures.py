@@ -24,6 +24,7 @@ from pathlib import Path
 
 # CASE_SUFFIXES is also known from here: sandbox.airtable reads it here.
 from ..production import clock
+from ..settings import BUNDLED_FIXTURES
 from . import dates
 from .lookup import canonical_identity, case_key, identity_agrees, other_params, request_key, sent_names
 from .reachability import refusal
@@ -195,10 +196,22 @@ def load(dirs, operations: dict, day: datetime.date | None = None) -> FixtureSet
             _load_france_connect(files, fixtures, reads)
         elif folder.name in operations:
             _load_operation(folder.name, files, operations[folder.name], fixtures, checker, reads)
+        elif files and _is_bundled(folder):
+            # a route of the bundled population that an older spec (e.g. the published upstream
+            # one, served with --spec) does not describe: said, and the rest is served
+            fixtures.problems.append(Problem(folder, "$", "no loaded spec has this route (the bundled spec "
+                                             "does): its cases are not served with these specs", fatal=False))
         elif files:
             fixtures.problems.append(Problem(folder, "$", "no loaded spec has an operation with this "
                                              "x-operationId; the folder's cases cannot be served"))
     return fixtures
+
+
+def _is_bundled(folder: Path) -> bool:
+    try:
+        return folder.resolve().parent == BUNDLED_FIXTURES.resolve()
+    except OSError:
+        return False
 
 
 def _listing(dirs) -> list:
