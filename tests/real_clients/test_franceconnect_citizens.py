@@ -31,45 +31,10 @@ from ..conftest import RECIPIENT, SECRET, Server, free_port, token_for
 CALLBACK = "http://rp.example.test/callback"
 PREFIX = "/franceconnect/api/v2"
 
-# Cases that fail for another reason than the lookup, each with its reason.
-CHECKS_SKIPPED = ("the /france_connect route skips production's parameter checks on the identity: DSNJ's "
-                  "organizer checks the age (16-25, 39400) on both routes; api/ pipeline")
-GIVEN_NAMES = ("fixtures: the civil-status case's given names are not those a client sends from her "
-               "FranceConnect identity (MESRI v3's mock key reads every prenom; v2's prenom is the first one)")
-NO_CIVIL_STATUS_CASE = ("fixtures: no civil-status case for this person, who is on the FranceConnect route only "
-                        "(as in the official staging data)")
-OTHER = {
-    ("tout", "/v3/dsnj/service_national/france_connect"): CHECKS_SKIPPED,
-    ("tout", "/v3/mesri/statut_etudiant/france_connect"): GIVEN_NAMES,
-    ("divers_3", "/v3/dsnj/service_national/france_connect"): CHECKS_SKIPPED,
-    ("etudiant_3", "/v3/mesri/statut_etudiant/france_connect"): GIVEN_NAMES,
-    ("etudiant_1", "/v3/mesri/statut_etudiant/france_connect"): GIVEN_NAMES,
-    ("georges-cnaf-2002-01-01", "/v4/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("georges-cnaf-2002-01-01", "/v5/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("marie-commode-1980-06-27", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("paul-cuillere-2007-01-23", "/v3/dsnj/service_national/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("thomas-delatour-1994-04-16", "/v3/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("thomas-delatour-1994-04-16", "/v3/dsnj/service_national/france_connect"): CHECKS_SKIPPED,
-    ("thomas-delatour-1994-04-16", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("thomas-delatour-1994-04-16", "/v3/mesri/statut_etudiant/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("thomas-delatour-1994-04-16", "/api/v2/etudiants"): NO_CIVIL_STATUS_CASE,
-    ("thomas-delatour-1994-04-16", "/api/v2/etudiants-boursiers"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/v3/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/v3/mesri/statut_etudiant/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/v4/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/v5/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/api/v2/etudiants-boursiers"): NO_CIVIL_STATUS_CASE,
-    ("angela-dubois-1962-08-24", "/api/v2/etudiants"): NO_CIVIL_STATUS_CASE,
-    ("jean-martin-2001-01-01", "/v3/cnous/etudiant_boursier/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("jean-martin-2001-01-01", "/api/v2/etudiants-boursiers"): NO_CIVIL_STATUS_CASE,
-    ("jean-mercier-1969-03-17", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("jean-mesri-2002-01-01", "/v3/mesri/statut_etudiant/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("jean-mesri-2002-01-01", "/api/v2/etudiants"): NO_CIVIL_STATUS_CASE,
-    ("lucie-placard-1987-04-13", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
-    ("marie-ronaldo-2001-05-16", "/api/v2/etudiants"): GIVEN_NAMES,
-    ("jean-service-civique-2002-01-01", "/v3/gip_mds/service_civique/france_connect"): NO_CIVIL_STATUS_CASE,
-}
+# Cases that fail for another reason than the lookup, each with its reason (none today: DSNJ's
+# FranceConnect route checks the identity's age as its civil-status route does, and every person of a
+# FranceConnect route has her civil-status case, under the given names a client sends).
+OTHER: dict = {}
 
 
 def _cases():
