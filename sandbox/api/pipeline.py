@@ -98,8 +98,9 @@ class Pipeline:
             stage = "answer"
             if unsupported_version:
                 raise ApiError("unsupported_version", detail=unsupported_version)
-            op.validate(request.args, request.headers, identity.france_connect is not None
-                        and france_connect_civility(identity.france_connect) or None)
+            # a FranceConnect call: production's organizer reads the identity's civil status too
+            civility = france_connect_civility(identity.france_connect) if identity.france_connect else None
+            op.validate(request.args, request.headers, civility)
             fault = faults.from_request(request.headers) if self.settings.faults else None
             if not (fault and fault.kind) and self.pings is not None:
                 standing = self.pings.route_fault(op.operation_id)
