@@ -307,3 +307,22 @@ def test_a_citizen_born_abroad_has_franceconnects_empty_birthplace(client):
         else:
             assert identity["birthplace"] == "", identity
     assert sum(i["birthcountry"] != "99100" for i in citizens.values()) >= 20
+
+
+def test_the_directory_says_what_the_dsnj_answers_an_identity_that_aged_out(make_app, monkeypatch):
+    """The DSNJ judges the age of the identity on its FranceConnect route (16 to 25): once Anaïs (born
+    28 February 2003) is 26, the citizens' list shows the refusal the API answers, not her case."""
+    import datetime
+
+    from sandbox.production import clock
+
+    monkeypatch.setattr(clock, "_FROZEN", datetime.date(2029, 3, 1))
+    client = make_app().test_client()
+    path = "/v3/dsnj/service_national/france_connect"
+    answer = client.get(path, query_string={"recipient": RECIPIENT}, headers={"Authorization": "Bearer divers_2"})
+    assert answer.status_code == 422 and answer.json["errors"][0]["code"] == "39400"
+    personas = [p for h in client.get("/franceconnect/personas").json["households"] for p in h["personas"]]
+    anais = next(p for p in personas if p["id"] == "divers_2")
+    assert [(a["status"], a["case"]) for a in anais["answers"] if a["path"] == path] == [(422, None)]
+    zoe = next(p for p in personas if p["id"] == "divers_4")  # 19: her case answers
+    assert [a["status"] for a in zoe["answers"] if a["path"] == path] == [200]

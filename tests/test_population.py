@@ -3,6 +3,7 @@ well-known keys answer with the same status, and `fixtures check` is clean."""
 from __future__ import annotations
 
 import collections
+import datetime
 from urllib.parse import unquote
 
 import pytest
@@ -96,7 +97,7 @@ def test_every_bundled_case_answers_through_http(make_app):
                 if response.status_code != case.status:  # only a 400/422 case documents a refusal
                     failures.append((case.id, "refused", case.status, response.status_code,
                                      response.get_data(as_text=True)[:160]))
-            elif response.status_code != case.status or unquote(response.headers.get("X-Sandbox-Case") or "") != case.id:
+            elif response.status_code != case.status or unquote(response.headers.get("X-Sandbox-Case", "")) != case.id:
                 failures.append((case.id, case.status, response.status_code, response.get_data(as_text=True)[:120]))
             elif response.get_json() != _answered(sandbox, case) and not _partial_consent(
                     sandbox, operation_id, headers, identities):
@@ -162,10 +163,27 @@ def _identity_names():
 def test_every_france_connect_route_answers_the_shared_persona(app, client):
     sandbox = app.extensions["sandbox"]
     for operation_id, op in sandbox.operations.items():
-        if not op.france_connect_only or "ants" in operation_id:
+        if not op.france_connect_only or "ants" in operation_id or "dsnj" in operation_id:
             continue
         response = client.get(op.path, query_string={"recipient": RECIPIENT}, headers=v3_headers("tout"))
         assert response.status_code == 200, (operation_id, response.get_data(as_text=True)[:200])
+
+
+def test_the_service_national_checks_the_france_connect_identitys_age(client, monkeypatch):
+    """DSNJ's organizer judges the age (16 to 25) of the identity a FranceConnect token carries, as
+    it judges a civil status (dsnj/service_national_with_france_connect_controller.rb runs the same
+    organizer): the shared persona, 36, is refused as her civil status is; a 21-year-old answers."""
+    monkeypatch.setattr(clock, "_FROZEN", datetime.date(2026, 12, 3))  # Jean-Baptiste ESSAI is 21
+    path = "/v3/dsnj/service_national/france_connect"
+    camille = client.get(path, query_string={"recipient": RECIPIENT}, headers=v3_headers("tout"))
+    assert camille.status_code == 422 and [e["code"] for e in camille.json["errors"]] == ["39400"]
+    by_civil_status = client.get("/v3/dsnj/service_national/identite", headers=v3_headers(token_for()), query_string=[
+        ("recipient", RECIPIENT), ("nomNaissance", "BACASABLE"), ("prenoms[]", "Camille"), ("prenoms[]", "Marie"),
+        ("anneeDateNaissance", "1990"), ("moisDateNaissance", "4"), ("jourDateNaissance", "12"),
+        ("sexeEtatCivil", "F"), ("codeCogInseeCommuneNaissance", "75115"), ("codeCogInseePaysNaissance", "99100")])
+    assert by_civil_status.status_code == 422 and by_civil_status.json == camille.json
+    jean_baptiste = client.get(path, query_string={"recipient": RECIPIENT}, headers=v3_headers("divers_1"))
+    assert jean_baptiste.status_code == 200, jean_baptiste.get_data(as_text=True)[:200]
 
 
 WELL_KNOWN = [

@@ -104,17 +104,27 @@ REFUSED_REASONS = {
        "app/interactors/dsnj/service_national/validate_date_naissance.rb: the person is not 16 to 25 (39400)"
        for name in ("200_indetermine", "200_non_concerne", "200_pas_en_regle", "403_access_denied", "404",
                     "429_quota_exceeded", "502_bad_gateway", "504_gateway_timeout")},
+    # the same organizer on the FranceConnect token's identity
+    # (controllers/api_particulier/v3_and_more/dsnj/service_national_with_france_connect_controller.rb)
+    "api_particulier_v3_dsnj_service_national_with_france_connect/fake_france_connect_service_national.yaml":
+        "app/interactors/dsnj/service_national/validate_date_naissance.rb: Thomas Delatour, 1994, is not 16 to 25 "
+        "(39400)",
+    "api_particulier_v3_dsnj_service_national_with_france_connect/404.yaml":
+        "app/interactors/dsnj/service_national/validate_prenoms.rb and the others: an identity of a birth name "
+        "only (00421...)",
 }
 
 
-def production_refuses(op, query, headers) -> bool:
+def production_refuses(op, query, headers, identity: dict | None = None) -> bool:
     """Production's own parameter rules (sandbox/production/validation_rules.py, tested against production's
-    specs in tests/production/): real validation runs first, it is never mocked."""
+    specs in tests/production/): real validation runs first, it is never mocked. `identity`: a FranceConnect
+    call's, whose civil status some organizers judge too (DSNJ)."""
     from werkzeug.datastructures import Headers, MultiDict
     france_connect = op.france_connect and headers.get("Authorization", "").startswith("Bearer ") and not op.v3
+    civility = lookup.france_connect_civility(identity) if identity is not None else None
     try:
         validation_rules.check(op.operation_id, op.v3, MultiDict(query), Headers(headers),
-                               france_connect or op.france_connect_only)
+                               france_connect or op.france_connect_only, civility)
     except ParameterErrors:
         return True
     return False
@@ -176,7 +186,7 @@ def test_every_official_case_is_served_identically(staging, start_server, tmp_pa
         reason = None
         if op.path in transport.RETIRED:
             expected, reason = 410, RETIRED_REASON
-        elif production_refuses(op, query, headers):
+        elif production_refuses(op, query, headers, _identity(case.params) if fc_token else None):
             expected = 422 if op.v3 else 400
             reason = REFUSED_REASONS.get(case.id) if case.status not in (400, 422) else "refused as staging does"
             if reason is None:

@@ -33,7 +33,7 @@ from ..population import dates
 from ..production import errors
 from . import faults, transport
 from ..production.errors import ApiError, ParameterErrors
-from ..population.lookup import canonical_identity, request_key
+from ..population.lookup import canonical_identity, france_connect_civility, request_key
 from ..store import PersonasMoved, StoreUnavailable
 from ..production import clock
 from ..production.requests import request_id
@@ -98,7 +98,9 @@ class Pipeline:
             stage = "answer"
             if unsupported_version:
                 raise ApiError("unsupported_version", detail=unsupported_version)
-            op.validate(request.args, request.headers)
+            # a FranceConnect call: production's organizer reads the identity's civil status too
+            civility = france_connect_civility(identity.france_connect) if identity.france_connect else None
+            op.validate(request.args, request.headers, civility)
             fault = faults.from_request(request.headers) if self.settings.faults else None
             if not (fault and fault.kind) and self.pings is not None:
                 standing = self.pings.route_fault(op.operation_id)

@@ -6,9 +6,10 @@ met in several places (same birth name, first given name and birth date) is one 
 source filling what the others lack. Citizens are grouped in households: two citizens are in
 one household when a payload lists them together (CAF allocataires and enfants). For each
 citizen the directory knows which FranceConnect route answers what, by running the very
-matcher the API uses.
+validation and matcher the API uses (the DSNJ refuses an identity outside its 16 to 25 years).
 
-The directory is built when the provider starts, and again only when the fixtures reload.
+The directory is built when the provider starts, and again only when the fixtures reload (an age
+is judged on the day it is built).
 """
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ import threading
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..population.lookup import IDENTITY_FIELDS, canonical_identity, identity_agrees, other_params
+from werkzeug.datastructures import MultiDict
+
+from ..population.calls import RECIPIENT
+from ..population.lookup import IDENTITY_FIELDS, canonical_identity, france_connect_civility, identity_agrees, other_params
+from ..production import errors
+from ..production.errors import ApiError
 
 CLAIMS = ("given_name", "given_name_array", "family_name", "birthdate", "gender", "birthplace",
           "birthcountry", "preferred_username", "email")
@@ -156,6 +162,17 @@ def _member(entry):
     return _key(canon), label.strip().title(), birthdate
 
 
+def _refusal(op, identity: dict):
+    """(status, body) when production's organizer refuses the identity before any case is looked up
+    (the DSNJ judges its age), as the API answers the citizen's call today; else None."""
+    try:
+        op.validate(MultiDict([("recipient", RECIPIENT)]), {"Authorization": "Bearer france-connect"},
+                    france_connect_civility(identity))
+    except ApiError as error:
+        return errors.render(error, op.v3)
+    return None
+
+
 class Personas:
     """The directory of the fixtures currently served, rebuilt when they change."""
 
@@ -229,9 +246,11 @@ class Personas:
             if not found:
                 continue
             case = min(found, key=lambda f: f[0])[1]
+            refused = _refusal(op, citizen.identity)
+            status, payload = refused or (case.status, case.payload)
             citizen.answers.append({"operation_id": op.operation_id, "path": op.path,
-                                    "version": "v3+" if op.v3 else "v2", "status": case.status,
-                                    "case": case.id, "payload": case.payload})
+                                    "version": "v3+" if op.v3 else "v2", "status": status,
+                                    "case": None if refused else case.id, "payload": payload})
             if not citizen.description:
                 citizen.description = case.description
 

@@ -88,6 +88,29 @@ def canonical_identity(fields: dict) -> dict:
     return out
 
 
+def france_connect_civility(claims: dict) -> dict:
+    """The civil status production's FranceConnect routes hand their organizer, from the identity
+    a FranceConnect token carries (concerns/api_particulier/france_connectable.rb,
+    civility_parameters_from_france_connect): production's names, values as FranceConnect gives
+    them (the birth date split on "-", given names split on spaces)."""
+    def text(name):
+        value = claims.get(name)
+        return None if value is None else str(value)
+
+    given, birthdate = text("given_name"), text("birthdate")
+    if given is None and isinstance(claims.get("given_name_array"), list):
+        given = " ".join(str(w) for w in claims["given_name_array"])
+    parts = birthdate.split("-") if birthdate is not None else []
+    return {"nom_usage": text("preferred_username"), "nom_naissance": text("family_name"),
+            "prenoms": given.split() if given is not None else None,
+            "annee_date_naissance": parts[0] if len(parts) > 0 else None,
+            "mois_date_naissance": parts[1] if len(parts) > 1 else None,
+            "jour_date_naissance": parts[2] if len(parts) > 2 else None,
+            "code_cog_insee_commune_naissance": text("birthplace"),
+            "code_cog_insee_pays_naissance": text("birthcountry"),
+            "sexe_etat_civil": "M" if claims.get("gender") == "male" else "F"}
+
+
 def identity_agrees(identity: dict, case: dict) -> bool:
     """Every identity field both sides carry agrees. A case that names nobody (an ANTS plate
     number) is selected by its other parameters alone."""

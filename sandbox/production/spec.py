@@ -178,15 +178,18 @@ class Operation:
     def is_api(self) -> bool:
         return self.path.startswith(("/api/v", "/v")) and not self.path.startswith("/v1/")
 
-    def validate(self, args, headers) -> dict:
+    def validate(self, args, headers, civility: dict | None = None) -> dict:
         """Check the request's parameters as production does. Raises ApiError.
 
         Production's code never reads its OpenAPI spec: on the routes it governs, its own rules
         (validation_rules.py) are the whole check. A route no production rule knows (one of a
-        spec a user loads) keeps the spec's compiled checkers; returns their typed values."""
+        spec a user loads) keeps the spec's compiled checkers; returns their typed values.
+        `civility`: a FranceConnect call's identity as production's organizers read it
+        (population.lookup.france_connect_civility)."""
         if self.is_api:
             france_connect = self.france_connect and bearer_token(headers) is not None  # a Bearer there is a FranceConnect call
-            if validation_rules.check(self.operation_id, self.v3, args, headers, france_connect):
+            if validation_rules.check(self.operation_id, self.v3, args, headers, france_connect,
+                                      civility if france_connect else None):
                 return {}
         return self.check_spec(args, headers)
 

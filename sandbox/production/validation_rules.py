@@ -125,6 +125,7 @@ CNAV_QF = [[qf_year, qf_month, cnav_sexe, cnav_birthplace, pays_naissance, cnav_
 CIVILITY_CORE = [nom_naissance, prenoms, date_naissance]
 MESRI = [[nom_naissance, prenoms, date_naissance, sexe_etat_civil, commune_naissance]]
 MEN = [[nom_naissance, prenoms, date_naissance, sexe_etat_civil, men_search, men_annee_scolaire]]
+DSNJ = [[dsnj_prenoms, dsnj_nom, dsnj_date, sexe_etat_civil, commune_naissance, pays_naissance]]
 MEN_V3 = _v3_extra(annee_scolaire="anneeScolaire", code_etablissement="codeEtablissement",
                    degre_etablissement="degreEtablissement", codes_bcn_departements="codesBcnDepartements",
                    codes_bcn_regions="codesBcnRegions")
@@ -145,8 +146,7 @@ ROUTES = [
      [[ine], [campaign_year]]),
     (r"api_particulier_v\d+_cnous_etudiant_boursier_with_france_connect", _plain(campaign_year="campaignYear"),
      [[campaign_year]]),
-    (r"api_particulier_v3_dsnj_service_national_with_civility", _v3_civility,
-     [[dsnj_prenoms, dsnj_nom, dsnj_date, sexe_etat_civil, commune_naissance, pays_naissance]]),
+    (r"api_particulier_v3_dsnj_service_national_with_civility", _v3_civility, DSNJ),
     (r"api_particulier_v3_gip_mds_service_civique_with_civility", _v3_civility, [CIVILITY_CORE]),
     (r"api_particulier_v\d+_men_scolarites_with_civility", MEN_V3, MEN),
     (r"api_particulier_v3_france_travail_\w+_with_identifiant", _plain(identifiant="identifiant"),
@@ -165,6 +165,31 @@ ROUTES = [
 ]
 # v2 etudiants / etudiants-boursiers: an INE (outside FranceConnect) selects the INE organizer.
 V2_INE_ROUTES = ("api_particulier_v2_mesri_student_status", "api_particulier_v2_cnous_student_scholarship")
+
+
+# FranceConnect routes whose organizer checks the civil status the identity gives, as on the
+# civil-status route: operation id -> (what the controller does to each value first, in its
+# organizer_params; the steps). Run when the call's identity is known (the API's calls), after
+# the route's own steps.
+FRANCE_CONNECT_IDENTITY = {
+    # controllers/api_particulier/v3_and_more/dsnj/service_national_with_france_connect_controller.rb
+    "api_particulier_v3_dsnj_service_national_with_france_connect": (
+        {"prenoms": str.capitalize, "nom_naissance": str.upper}, DSNJ),
+}
+
+
+def france_connect_params(operation_id: str, civility: dict) -> dict:
+    """The organizer's params a FranceConnect identity gives (`civility`: production's
+    civility_parameters_from_france_connect, worked out where identities are read)."""
+    params = dict(civility)
+    rewrites = FRANCE_CONNECT_IDENTITY.get(operation_id, ({}, []))[0]
+    for name, rewrite in rewrites.items():
+        value = params.get(name)
+        if isinstance(value, list):
+            params[name] = [rewrite(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str):
+            params[name] = rewrite(value)
+    return params
 
 
 @functools.lru_cache(maxsize=None)  # asked on every call, the same few dozen answers
@@ -202,8 +227,12 @@ def check_recipient(v3: bool, query: dict, france_connect: bool):
                               hints([("recipient", "recipient_invalid", PARAMETER_ERRORS["recipient_invalid"]["code"])], {"recipient": "recipient"}, query, None))
 
 
-def check(operation_id: str, v3: bool, args, headers, france_connect: bool = False) -> bool:
-    """Run production's rules for the route; raises ParameterErrors. False: no rules known."""
+def check(operation_id: str, v3: bool, args, headers, france_connect: bool = False,
+          civility: dict | None = None) -> bool:
+    """Run production's rules for the route; raises ParameterErrors. False: no rules known.
+    `civility`: on a FranceConnect call, the civil status its identity gives (production's
+    organizer reads it with the query's own parameters); None: not known (a check of a query
+    alone, as `fixtures check` makes)."""
     rules = route_rules(operation_id)
     query = rails_params(args)
     check_recipient(v3, query, france_connect)
@@ -216,6 +245,9 @@ def check(operation_id: str, v3: bool, args, headers, france_connect: bool = Fal
         read, steps = _plain(ine="ine"), [[ine]]
     ctx = {"headers": headers}  # production's request.request_id comes from them (rule request_id)
     params = read(query)
+    if france_connect and civility is not None and operation_id in FRANCE_CONNECT_IDENTITY:
+        params = {**france_connect_params(operation_id, civility), **params}
+        steps = steps + FRANCE_CONNECT_IDENTITY[operation_id][1]
     for group in steps:
         errors: list = []
         reported = {}  # field -> the validator that reported it, for the hint's format

@@ -314,3 +314,34 @@ def test_parameter_errors_carry_productions_texts_and_no_source(call):
     error = call(MESRI, CIVIL_OK | {"nomNaissance": ""}).get_json()["errors"][0]
     assert error == {"code": "00420", "title": "Entité non traitable", "detail": "Le nom de naissance est manquant",
                      "meta": {}}
+
+
+@pytest.mark.parametrize("birthdate, given_name, codes", [
+    ("2005-09-03", "jean-baptiste élie", None),   # 20 on 2026-04-28; lower case: the controller capitalises
+    ("2010-04-28", "Zoé", None),                  # 16 that day
+    ("2010-04-29", "Zoé", ["39400"]),             # 16 the day after
+    ("1990-04-12", "Camille Marie", ["39400"]),
+    ("2005-09-03", "Jean 2", ["00421"]),          # DSNJ's own first-name characters
+])
+def test_dsnj_france_connect_judges_the_identity(birthdate, given_name, codes):
+    """controllers/api_particulier/v3_and_more/dsnj/service_national_with_france_connect_controller.rb: the
+    organizer of the civil-status route (organizers/dsnj/service_national/validate_params.rb) runs on the
+    civil status the FranceConnect identity gives (concerns/api_particulier/france_connectable.rb)."""
+    from werkzeug.datastructures import Headers, MultiDict
+
+    from sandbox.population.lookup import france_connect_civility
+    from sandbox.production import validation_rules
+    from sandbox.production.errors import ParameterErrors
+
+    identity = {"given_name": given_name, "family_name": "essai", "birthdate": birthdate, "gender": "male",
+                "birthplace": "69383", "birthcountry": "99100"}
+    operation = "api_particulier_v3_dsnj_service_national_with_france_connect"
+    args, headers = MultiDict({"recipient": RECIPIENT}), Headers({"Authorization": "Bearer fc"})
+    # a query checked alone (no identity known) has nothing of the person to judge
+    assert validation_rules.check(operation, True, args, headers, True)
+    if codes is None:
+        assert validation_rules.check(operation, True, args, headers, True, france_connect_civility(identity))
+    else:
+        with pytest.raises(ParameterErrors) as refused:
+            validation_rules.check(operation, True, args, headers, True, france_connect_civility(identity))
+        assert [e["code"] for e in refused.value.items] == codes
