@@ -52,6 +52,9 @@ UPSTREAM = {"v2": REFERENCE / "openapi" / "api-particulier-v2.yaml",
             "v3": REFERENCE / "openapi" / "api-particulier-v3.yaml"}
 TOKEN = token_for(ttl=6 * 3600)          # every scope; the servers below sign with SECRET
 FC_TOKEN = "tout"                        # fixtures/france_connect/tout.yml: a case on every FC route
+# tout is 36: the DSNJ checks the identity's age (16-25) on its FranceConnect route as production
+# does, so a young person's token is the baseline there (fixtures/france_connect/divers_1.yml)
+FC_TOKEN_FOR = {"api_particulier_v3_dsnj_service_national_with_france_connect": "divers_1"}
 SEED = 20240515
 SESSION = requests.Session()
 TIMEOUT = 30
@@ -427,7 +430,8 @@ CASES = [(op, what, name, query) for op in OPERATIONS for what, name, query in _
 def _auth_headers(op):
     if not op.v3:
         return {"X-Api-Key": TOKEN}
-    return {"Authorization": f"Bearer {FC_TOKEN if op.france_connect_only else TOKEN}"}
+    fc_token = FC_TOKEN_FOR.get(op.operation_id, FC_TOKEN)
+    return {"Authorization": f"Bearer {fc_token if op.france_connect_only else TOKEN}"}
 
 
 @pytest.mark.slow
