@@ -6,8 +6,9 @@ tokens, per-address limit off, against:
     file, no access log), the reference of the issue's table;
   - Prism 5 mocking the same route (the server run.py started on the same spec);
   - every sandbox target of the run (embedded store, Redis, baseline), as they are served;
-  - with --experiments, the sandbox under plain gunicorn sync workers (`-k sync --threads 1`,
-    2 and 3 workers): the issue's "sync workers" rows, measured rather than quoted.
+  - with --experiments, the sandbox with SANDBOX_THREADS=1 (gunicorn's sync workers, waiting
+    answers handed off: sandbox/workers.py), 2 and 3 workers, and on Redis with 2 workers; on
+    a checkout without sandbox/workers.py one thread is a gthread worker's single thread.
 Each round measures every target once, interleaved; the report gives each target's median and
 the ratios to Prism computed round by round (median and spread), so that a slow moment of the
 shared machine weighs on both sides of a ratio.
@@ -19,8 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import (BENCH, ROOT, Server, free_port, mint_tokens, run_wrk, cpu_seconds, sandbox_env,
-                    write_lua, BENCH_IP_RATE)
+from common import BENCH, Server, cpu_seconds, free_port, mint_tokens, run_wrk, start_sandbox, write_lua
 
 ROUTE = "/api/v2/etudiants?ine=1234567890A"
 ROUTE_MIX = [(ROUTE, "v2", 200)]
@@ -35,14 +35,12 @@ def start_bare_sync(port: int, log_path: Path, workers=2) -> Server:
     return Server("bare Flask sync", command, env, port, log_path)
 
 
-def start_sandbox_sync(port: int, data_dir: Path, log_path: Path, workers: int) -> Server:
-    """The sandbox's own gunicorn configuration (access log, preload, hooks), with sync workers
-    instead of gthread: command-line options win over the configuration file."""
-    env = sandbox_env(port, data_dir, extra={"SANDBOX_IP_RATE_LIMIT": BENCH_IP_RATE, "SANDBOX_HOST": "127.0.0.1",
-                                             "SANDBOX_WORKERS": str(workers)})
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:sandbox.gunicorn_conf", "-k", "sync",
-               "--threads", "1", "app:app"]
-    return Server(f"sandbox sync x{workers}", command, env, port, log_path)
+def start_sandbox_threads(port: int, data_dir: Path, log_path: Path, workers: int, threads: int,
+                          args=(), root: Path | None = None) -> Server:
+    """`particulier-sandbox serve` with SANDBOX_THREADS / SANDBOX_WORKERS set: with one thread,
+    gunicorn's sync workers whose waiting answers are handed off (sandbox/workers.py)."""
+    return start_sandbox(port, data_dir, log_path, args, root=root,
+                         extra_env={"SANDBOX_THREADS": str(threads), "SANDBOX_WORKERS": str(workers)})
 
 
 def route_script(tmp: Path, tokens=ROUTE_TOKENS) -> Path:
@@ -58,13 +56,16 @@ def measure(server: Server, script: Path, args) -> dict:
     return result
 
 
-def start_targets(tmp: Path, args) -> dict[str, Server]:
+def start_targets(tmp: Path, args, redis_url: str | None = None) -> dict[str, Server]:
     """The targets of this section that the mix does not already run."""
     servers = {"bare Flask sync": start_bare_sync(free_port(), tmp / "bare-sync.log")}
     if getattr(args, "experiments", False):
         for workers in (2, 3):
-            servers[f"sandbox sync x{workers}"] = start_sandbox_sync(
-                free_port(), tmp / f"sandbox-sync{workers}-data", tmp / f"sandbox-sync{workers}.log", workers)
+            servers[f"sandbox 1 thread x{workers}"] = start_sandbox_threads(
+                free_port(), tmp / f"sandbox-sync{workers}-data", tmp / f"sandbox-sync{workers}.log", workers, 1)
+        if redis_url:
+            servers["Redis 1 thread x2"] = start_sandbox_threads(
+                free_port(), tmp / "redis-sync-data", tmp / "redis-sync.log", 2, 1, ["--redis", redis_url])
     for server in servers.values():
         server.wait_ready()
     return servers

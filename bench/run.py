@@ -61,6 +61,7 @@ def parse_args():
     parser.add_argument("--no-route", action="store_true", help="skip issue 25's single route and its checks")
     parser.add_argument("--experiments", action="store_true",
                         help="issue 25's route also on the sandbox under plain gunicorn sync workers (x2, x3)")
+    parser.add_argument("--stall-rounds", type=int, help="rounds of the latency-fault stall test [--rounds]")
     parser.add_argument("--prism-timeout", type=float, default=300, help="seconds Prism (npx) may take to start [300]")
     return parser.parse_args()
 
@@ -228,7 +229,7 @@ def main():
                 servers["Prism"] = prism
 
         if not args.no_route:
-            issue_25(tmp, args, servers)
+            issue_25(tmp, args, servers, redis.url if redis else None)
         if args.no_mix:
             return
         results = {name: [] for name in servers}
@@ -259,20 +260,20 @@ def main():
             redis.stop()
 
 
-def issue_25(tmp: Path, args, servers: dict):
+def issue_25(tmp: Path, args, servers: dict, redis_url: str | None = None):
     """Issue 25's single route on every target, then its two checks on each sandbox target."""
     print(f"\nissue 25: wrk -t{args.threads} -c{args.connections} -d{args.duration} on {route.ROUTE}, "
           f"{route.ROUTE_TOKENS} tokens, {args.rounds} round(s)", flush=True)
     script = route.route_script(tmp)
-    extra = route.start_targets(tmp, args)
+    extra = route.start_targets(tmp, args, redis_url)
     try:
         targets = {**extra, **{k: v for k, v in servers.items() if k != "bare Flask"}}
         route.report(route.run_rounds(targets, script, args))
-        sandboxes = {k: v for k, v in targets.items() if k.startswith("sandbox") or k == "baseline"}
+        sandboxes = {k: v for k, v in targets.items() if k.startswith(("sandbox", "Redis")) or k == "baseline"}
         print(f"\nlatency-fault stall: {checks.STALLED} calls sleeping {checks.LATENCY_MS} ms at once, "
               "the others' throughput with / without them")
         for name, server in sandboxes.items():
-            checks.print_stall(name, checks.stall(server, script, args, args.rounds))
+            checks.print_stall(name, checks.stall(server, script, args, args.stall_rounds or args.rounds))
         print(f"\nexactness: one token, {checks.BURST} calls from {checks.BURST_CONNECTIONS} connections at once "
               "(20 a second per token), then its journal")
         for name, server in sandboxes.items():
