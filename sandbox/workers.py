@@ -86,7 +86,7 @@ def _send(sock, data: bytes):
 
 
 def close_at_once(sock):
-    """Close a connection whose request was read whole and answered: FIN, then what the client
+    """Close a connection whose request (without a body) was answered: FIN, then what the client
     already sent drained without waiting, then close. gunicorn's own close (util.close_graceful)
     waits up to 2 s for the client to close first, a round trip during which a sync worker
     serves no one; the drain keeps what it guards against (a close with unread bytes turns into
@@ -100,6 +100,12 @@ def close_at_once(sock):
         pass
     finally:
         sock.close()
+
+
+def _bodiless(req) -> bool:
+    """A request that sent no body: once parsed, nothing of it can still be on its way."""
+    headers = {name: value for name, value in req.headers}
+    return "TRANSFER-ENCODING" not in headers and headers.get("CONTENT-LENGTH", "0").strip() == "0"
 
 
 class HeldSocket:
@@ -148,7 +154,7 @@ class DeferringSyncWorker(SyncWorker):
         # is Deferred's from here, until it has sent the answer.
         if held.delay is not None:  # detached: gunicorn's close of `client` now closes nothing
             self.deferred.add(held.delay, socket.socket(fileno=client.detach()), bytes(held.buffer))
-        else:
+        elif _bodiless(req):  # else gunicorn's own close, which waits out a body left unread
             close_at_once(client)
         return result
 

@@ -84,3 +84,16 @@ def test_without_sync_workers_a_latency_is_waited_in_its_thread(start_server):
                           timeout=30)
     assert answer.status_code == 200 and answer.json()["identifiant"] == "default"
     assert time.monotonic() - started >= 1.0
+
+
+def test_a_sync_worker_answers_calls_with_a_body_and_a_browser_s_keep_alive(start_server):
+    """A POST's body is read whole before its answer; a client asking for keep-alive gets its
+    answer and `Connection: close`, then a new connection for its next call."""
+    server = start_server("--workers", "1", env={"SANDBOX_THREADS": "1"})
+    with requests.Session() as session:
+        minted = session.post(server.url + "/sandbox/tokens", json={"ttl": 600, "label": "x" * 5000}, timeout=10)
+        assert minted.status_code == 201 and minted.json()["token"], minted.text  # the unknown key is ignored
+        assert minted.headers["Connection"] == "close"
+        token = session.post(server.url + "/sandbox/tokens", json={"ttl": 600}, timeout=10).json()["token"]
+        answers = [session.get(server.url + V2, headers={"X-Api-Key": token}, timeout=10) for _ in range(3)]
+    assert [a.json()["identifiant"] for a in answers] == ["default"] * 3
