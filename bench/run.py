@@ -12,6 +12,9 @@ token on each request out of --tokens), then prints requests/s, latency percenti
 time per request of the server's processes, and the ratios sandbox/bare and sandbox/Prism.
 It also measures the sandbox's start-up time with the bundled fixtures plus the official
 staging folders, and the resident memory of its workers before and after --memory-requests.
+Then issue 25's configuration (bench/route.py: one v2 route, 600 tokens, bare Flask under
+gunicorn's default sync workers, Prism) and its checks (bench/checks.py: calls sleeping on a
+latency fault, exact counts and a complete journal), on the same servers in the same run.
 
 Nothing here is asserted: the numbers are printed (bench/README.md says what they mean).
 """
@@ -27,7 +30,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checks  # noqa: E402
 import common  # noqa: E402
+import route  # noqa: E402
 from common import (BENCH_IP_RATE, CONSOLE, FIXTURES, MIX, SPEC, STAGING, Server, cpu_seconds,  # noqa: E402
                     free_port, mint_tokens, rss_kib, run_wrk, start_bare, start_sandbox, write_lua)
 
@@ -41,8 +46,8 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2, help="wrk -t [2]")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c [32]")
     parser.add_argument("--tokens", type=int, default=2000, help="tokens the mix rotates through [2000]")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure bare / sandbox / Prism this many times, interleaved; medians are shown [1]")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure bare / sandbox / Prism this many times, interleaved; medians are shown [3]")
     parser.add_argument("--memory-requests", type=int, default=200_000,
                         help="requests served before the sandbox's memory is read again [200000]")
     parser.add_argument("--no-prism", action="store_true", help="skip Prism")
@@ -51,6 +56,12 @@ def parse_args():
                         help="also measure the sandbox of another checkout with its own .venv (e.g. a git worktree "
                              "of the code before a change), in the same run")
     parser.add_argument("--skip-startup", action="store_true", help="skip the start-up time measure")
+    parser.add_argument("--no-mix", action="store_true",
+                        help="skip the request mix and the memory reading: issue 25's route and checks only")
+    parser.add_argument("--no-route", action="store_true", help="skip issue 25's single route and its checks")
+    parser.add_argument("--experiments", action="store_true",
+                        help="issue 25's route also on the sandbox under plain gunicorn sync workers (x2, x3)")
+    parser.add_argument("--stall-rounds", type=int, help="rounds of the latency-fault stall test [--rounds]")
     parser.add_argument("--prism-timeout", type=float, default=300, help="seconds Prism (npx) may take to start [300]")
     return parser.parse_args()
 
@@ -207,7 +218,8 @@ def main():
         # The working set is built by the first calls (each worker's token cache, thread arenas,
         # the pages of shared libraries and of the counter file first touched): read it once
         # built, then see whether --memory-requests more calls make it grow.
-        run_wrk(sandbox.url, script, args.threads, args.connections, args.warmup)
+        if not args.no_mix:
+            run_wrk(sandbox.url, script, args.threads, args.connections, args.warmup)
         warm = sum(common.access_log_statuses(sandbox.log_path).values())
         rss["after the warm-up"] = (warm, workers_rss(sandbox))
         if not args.no_prism:
@@ -216,6 +228,10 @@ def main():
             if prism:
                 servers["Prism"] = prism
 
+        if not args.no_route:
+            issue_25(tmp, args, servers, redis.url if redis else None)
+        if args.no_mix:
+            return
         results = {name: [] for name in servers}
         served = 0
         for round_ in range(args.rounds):
@@ -242,6 +258,29 @@ def main():
             server.stop()
         if redis:
             redis.stop()
+
+
+def issue_25(tmp: Path, args, servers: dict, redis_url: str | None = None):
+    """Issue 25's single route on every target, then its two checks on each sandbox target."""
+    print(f"\nissue 25: wrk -t{args.threads} -c{args.connections} -d{args.duration} on {route.ROUTE}, "
+          f"{route.ROUTE_TOKENS} tokens, {args.rounds} round(s)", flush=True)
+    script = route.route_script(tmp)
+    extra = route.start_targets(tmp, args, redis_url)
+    try:
+        targets = {**extra, **{k: v for k, v in servers.items() if k != "bare Flask"}}
+        route.report(route.run_rounds(targets, script, args))
+        sandboxes = {k: v for k, v in targets.items() if k.startswith(("sandbox", "Redis")) or k == "baseline"}
+        print(f"\nlatency-fault stall: {checks.STALLED} calls sleeping {checks.LATENCY_MS} ms at once, "
+              "the others' throughput with / without them")
+        for name, server in sandboxes.items():
+            checks.print_stall(name, checks.stall(server, script, args, args.stall_rounds or args.rounds))
+        print(f"\nexactness: one token, {checks.BURST} calls from {checks.BURST_CONNECTIONS} connections at once "
+              "(20 a second per token), then its journal")
+        for name, server in sandboxes.items():
+            checks.print_exactness(name, checks.exactness(server))
+    finally:
+        for server in extra.values():
+            server.stop()
 
 
 def median_of(runs, key):

@@ -378,11 +378,14 @@ def test_the_embedded_store_counts_exactly_across_threads(make_settings):
 
 # --- real gunicorn, embedded store ------------------------------------------------------------
 @pytest.mark.slow
-def test_burst_on_two_workers_gives_exactly_the_limit(start_server, tmp_path):
+@pytest.mark.parametrize("threads", ["8", "1"], ids=["gthread", "sync"])
+def test_burst_on_two_workers_gives_exactly_the_limit(start_server, tmp_path, threads):
     """20 per minute rather than per second: however slowly this machine sends the 60 calls, they
     fall in at most two windows, so one of them gets more than 20 and must admit exactly 20.
-    (20/second itself is checked with a frozen clock above; the count is the same code.)"""
-    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)), "--rate-limit", "20/minute")  # 2 workers
+    (20/second itself is checked with a frozen clock above; the count is the same code.)
+    Threaded workers and sync ones (SANDBOX_THREADS=1) alike."""
+    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)), "--rate-limit", "20/minute",
+                          env={"SANDBOX_THREADS": threads})  # 2 workers
     token = token_for()
     answers = burst([(server.url + V2_PATH, {"X-Api-Key": token})] * 60)
     assert_exact(answers, 20, period=60)
@@ -392,10 +395,11 @@ def test_burst_on_two_workers_gives_exactly_the_limit(start_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_store_holds_under_concurrency(start_server, tmp_path):
-    """2 workers x 8 threads writing counters and the journal together: no 'database is
-    locked', no 5xx, every call counted and journaled."""
-    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)))
+@pytest.mark.parametrize("threads", ["8", "1"], ids=["gthread", "sync"])
+def test_embedded_store_holds_under_concurrency(start_server, tmp_path, threads):
+    """2 workers x 8 threads (or sync workers) writing counters and the journal together: no
+    'database is locked', no 5xx, every call counted and journaled."""
+    server = start_server("--fixtures", str(rhythm_fixtures(tmp_path)), env={"SANDBOX_THREADS": threads})
     tokens = [token_for() for _ in range(12)]
     # v2 in X-Api-Key: the transport production's v2 throttle counts (rack_attack.rb)
     calls = [(server.url + V2_PATH, {"X-Api-Key": t}) if i % 2 else (server.url + V3_PATH, {"Authorization": f"Bearer {t}"})

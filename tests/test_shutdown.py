@@ -46,8 +46,11 @@ def _mint(server, **body):
     return answer.json()
 
 
-def test_sigterm_drains_the_calls_in_flight_then_exits_0(start_server):
-    server = start_server("--workers", "2")
+@pytest.mark.parametrize("threads", ["8", "1"], ids=["gthread", "sync"])
+def test_sigterm_drains_the_calls_in_flight_then_exits_0(start_server, threads):
+    """Sync workers (SANDBOX_THREADS=1) hand a waiting answer off (sandbox/workers.py): it is
+    sent all the same before the worker exits."""
+    server = start_server("--workers", "2", env={"SANDBOX_THREADS": threads})
     token = _mint(server, ttl=600)["token"]
     slow = _in_background(lambda: requests.get(server.url + V2, timeout=60, headers={
         "X-Api-Key": token, "X-Sandbox-Fault": "latency=2000"}))

@@ -218,3 +218,20 @@ def test_the_journal_survives_a_graceful_restart(start_server, tmp_path):
     assert [e["query"]["identifiant"] for e in listed["requests"]] == ["after"] + [f"r{i}" for i in range(29, -1, -1)]
     ids = [e["id"] for e in listed["requests"]]
     assert ids == sorted(set(ids), reverse=True)
+
+
+def test_a_journal_row_is_the_call_as_answered_with_its_id_first_and_cut_past_its_bound(tmp_path):
+    """The row is serialised before the write transaction; what a reader gets is unchanged:
+    the id, then the entry as answered; a refused call's row says 429; a row past its bound is
+    cut and says so."""
+    store = _store(tmp_path)
+    _journal_call(store, "dora", 1)
+    store.count(Call("dora", [("t:dora", 1)], [1], "dora", _entry(2)))  # over a limit of 1: refused
+    long = {**_entry(3), "query": {"q": "é" * 5000}}
+    store.count(Call("dora", [("t:other", 1)], [10**9], "dora", long))
+    cut, refused, first = store.journal("dora")
+    assert list(first) == ["id", "method", "path", "query", "status", "at", "case"]
+    assert first == {"id": first["id"], **_entry(1)}
+    assert refused["status"] == 429 and refused["id"] == first["id"] + 1 and refused["query"] == {"i": "2"}
+    assert cut["truncated"] is True and cut["id"] == refused["id"] + 1 and cut["status"] == 200
+    assert cut["query"]["q"].endswith("…[truncated]") and len(cut["query"]["q"]) < 5000

@@ -66,17 +66,22 @@ class Pipeline:
         self._near_miss = {}   # (operation id, request key) -> (near miss, header value)
         self._near_miss_bytes = 0
 
-    def handle(self, op, request, unsupported_version: str | None = None) -> tuple[int, bytes, dict]:
+    def handle(self, op, request, unsupported_version: str | None = None, defer=None) -> tuple[int, bytes, dict]:
         """One API call -> (status, body, headers). `unsupported_version`: the path named a
         version the route does not have (transport.resolve_version): 404 00402 once the token
-        and its scopes are checked, as production answers."""
-        status, body, headers = self._handle(op, request, unsupported_version)
+        and its scopes are checked, as production answers. `defer(seconds)`: the server sends
+        the answer that much later without this thread waiting (sandbox/workers.py); when it
+        is None or answers False, the latency is waited here."""
+        wait = []
+        status, body, headers = self._handle(op, request, unsupported_version, wait)
         headers["X-Request-ID"] = request_id(request.headers)
         if self.population.stale:  # a broken edit: the last good set answers, and says so
             headers["X-Sandbox-Fixtures-Stale"] = transport.stale_header(self.population.stale)
+        if wait and not (defer is not None and defer(sum(wait))):
+            time.sleep(sum(wait))
         return status, body, headers
 
-    def _handle(self, op, request, unsupported_version):
+    def _handle(self, op, request, unsupported_version, wait):
         retired = transport.retired_answer(op.path, self.settings.serve_retired)
         if retired is not None:  # before any token check, plain text without a Content-Type
             status, body, headers = retired
@@ -148,12 +153,13 @@ class Pipeline:
         else:  # the personas changed at every try: a store being rewritten in a loop
             return self._error(op, ApiError("store_unavailable"), "auth")
 
+        # The latency is waited once the call is counted and its answer known (handle).
         if fault and fault.latency_ms:
-            time.sleep(fault.latency_ms / 1000)
+            wait.append(fault.latency_ms / 1000)
         if fault and fault.kind == faults.API_RATE_LIMITED:
             status, body, headers = self._error(op, faults.api_rate_limited(decision), "auth")
         elif case is not None and case.latency_ms:
-            time.sleep(min(case.latency_ms, faults.MAX_LATENCY_MS) / 1000)
+            wait.append(min(case.latency_ms, faults.MAX_LATENCY_MS) / 1000)
         if decision and "RateLimit-Limit" not in headers:
             headers.update(decision.headers())
         headers.setdefault("Content-Type", transport.content_type(op.v3, stage))
@@ -314,7 +320,9 @@ class ApiApp:
         request = Request(environ)
         try:
             op, unsupported = routed or self.route(environ)
-            status, body, headers = self.pipeline.handle(op, request, unsupported)
+            # gunicorn's socket of the request: sandbox/workers.py's can hold a waiting answer
+            defer = getattr(environ.get("gunicorn.socket"), "defer", None)
+            status, body, headers = self.pipeline.handle(op, request, unsupported, defer)
         except MethodNotAllowed as error:
             if request.method == "OPTIONS":  # a CORS preflight: its headers are added below
                 status, body, headers = 204, b"", {"Allow": ", ".join(sorted(error.valid_methods or ())),
