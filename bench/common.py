@@ -300,3 +300,13 @@ def cpu_seconds(pids) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / ticks
+
+
+def measure(server: "Server", script: Path, args) -> dict:
+    """A warm-up run, then the measured run of wrk, with the CPU the target's processes spent."""
+    run_wrk(server.url, script, args.threads, args.connections, args.warmup)
+    pids = server.tree()
+    before = cpu_seconds(pids)
+    result = run_wrk(server.url, script, args.threads, args.connections, args.duration)
+    result["cpu_us_per_request"] = (cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6
+    return result

@@ -20,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import BENCH, Server, cpu_seconds, free_port, mint_tokens, run_wrk, start_sandbox, write_lua
+from common import BENCH, Server, free_port, measure, mint_tokens, start_sandbox, write_lua
 
 ROUTE = "/api/v2/etudiants?ine=1234567890A"
 ROUTE_MIX = [(ROUTE, "v2", 200)]
@@ -45,15 +45,6 @@ def start_sandbox_threads(port: int, data_dir: Path, log_path: Path, workers: in
 
 def route_script(tmp: Path, tokens=ROUTE_TOKENS) -> Path:
     return write_lua(tmp / "route.lua", mint_tokens(tokens), mix=ROUTE_MIX, count_statuses=True)
-
-
-def measure(server: Server, script: Path, args) -> dict:
-    run_wrk(server.url, script, args.threads, args.connections, args.warmup)
-    pids = server.tree()
-    before = cpu_seconds(pids)
-    result = run_wrk(server.url, script, args.threads, args.connections, args.duration)
-    result["cpu_us_per_request"] = (cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6
-    return result
 
 
 def start_targets(tmp: Path, args, redis_url: str | None = None) -> dict[str, Server]:

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checks  # noqa: E402
 import common  # noqa: E402
 import route  # noqa: E402
-from common import (BENCH_IP_RATE, CONSOLE, FIXTURES, MIX, SPEC, STAGING, Server, cpu_seconds,  # noqa: E402
-                    free_port, mint_tokens, rss_kib, run_wrk, start_bare, start_sandbox, write_lua)
+from common import (BENCH_IP_RATE, CONSOLE, FIXTURES, MIX, SPEC, STAGING, Server,  # noqa: E402
+                    free_port, measure, mint_tokens, rss_kib, run_wrk, start_bare, start_sandbox, write_lua)
 
 PRISM = ["npx", "--yes", "@stoplight/prism-cli@5", "mock"]
 
@@ -137,15 +137,6 @@ def start_redis(tmp: Path):
         print("  sandbox on Redis skipped: redis-server is not installed")
         return None
     return RedisServer(tmp)
-
-
-def measure(server: Server, script: Path, args) -> dict:
-    run_wrk(server.url, script, args.threads, args.connections, args.warmup)
-    pids = server.tree()
-    before = cpu_seconds(pids)
-    result = run_wrk(server.url, script, args.threads, args.connections, args.duration)
-    result["cpu_us_per_request"] = (cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6
-    return result
 
 
 def expected_statuses() -> dict:
