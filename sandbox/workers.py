@@ -10,6 +10,12 @@ passed. The worker is free for the next connection meanwhile.
 
 The app asks through the socket gunicorn puts in the WSGI environ (`gunicorn.socket`): this
 worker's socket has `defer(seconds)`; any other server's has not, and the app sleeps in place.
+
+Why by hand: gunicorn's own workers either hold a thread per waiting call (gthread: 16 sleepers
+take all 16 threads, bench/README.md) or need an event loop (gevent, eventlet), whose monkey-
+patching would turn LMDB's blocking, GIL-holding write transaction and redis-py's socket calls
+into loop stalls and add a dependency for one feature. A heap of (time, answer) and one sender
+thread per worker is the smallest piece that keeps the sync worker and frees it.
 """
 from __future__ import annotations
 

@@ -9,16 +9,16 @@ as `{name without []: [values as strings]}` (from_args, from_case): one rule for
 from __future__ import annotations
 
 import datetime
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .parameter_checks import blank, to_i  # Ruby's blank? and String#to_i, as the checks read them
+
 RULES_FILE = Path(__file__).parent / "data" / "mocking_params.yml"
 NEVER_READ = frozenset({"recipient", "token"})  # MakeRequest#mocking_params drops recipient
 READS = ("text", "integer", "list", "words", "date", "date_part")
-_LEADING_INTEGER = re.compile(r"\s*([+-]?\d+)")
 
 
 # --- what was sent, as strings ------------------------------------------------------------
@@ -50,20 +50,10 @@ def from_args(args) -> dict:
     return sent
 
 
-def _blank(text: str) -> bool:
-    return not text.strip()
-
-
-def _to_i(text: str) -> int:
-    """Ruby's String#to_i: the leading integer, else 0."""
-    found = _LEADING_INTEGER.match(text)
-    return int(found.group(1)) if found else 0
-
-
 def _birth_date(text: str) -> str:
     """Civility::FormatDateNaissance of a YYYY-MM-DD value: each part to_i, zero-padded."""
     parts = (text.split("-") + ["", "", ""])[:3]
-    year, month, day = (_to_i(p) for p in parts)
+    year, month, day = (to_i(p) for p in parts)
     if not year or not month:
         day = 0
     if not year:
@@ -91,13 +81,13 @@ class Key:
         if not values:
             return None
         if self.read == "list":
-            items = tuple(v.lower() for v in values if not _blank(v))
+            items = tuple(v.lower() for v in values if not blank(v))
             return items or None
         last = values[-1]  # a repeated scalar keeps its last value, as Rails' params
-        if _blank(last):
+        if blank(last):
             return None
         if self.read == "integer":
-            number = _to_i(last)
+            number = to_i(last)
             return None if number == 0 and self.zero_absent else (str(number),)
         if self.read == "words":
             return tuple(last.lower().split())
@@ -105,7 +95,7 @@ class Key:
             return (_birth_date(last),)
         if self.read == "date_part":
             parts = last.split("-")
-            return (parts[self.part].lower(),) if self.part < len(parts) and not _blank(parts[self.part]) else None
+            return (parts[self.part].lower(),) if self.part < len(parts) and not blank(parts[self.part]) else None
         return (last.lower(),)
 
 
@@ -120,7 +110,7 @@ class Variant:
             return france_connect  # a FranceConnect call: the identity, whatever the query holds
         if self.if_present is None:
             return True
-        return any(not _blank(v) for v in sent.get(self.if_present, ()))
+        return any(not blank(v) for v in sent.get(self.if_present, ()))
 
 
 @dataclass
@@ -163,7 +153,7 @@ class EverythingSent(Reader):
         for name, values in sent.items():
             if name in NEVER_READ:
                 continue
-            items = tuple(v.lower() for v in values if not _blank(v))
+            items = tuple(v.lower() for v in values if not blank(v))
             if items:
                 out.append((name, items))
         return frozenset(out)
