@@ -28,7 +28,9 @@ def _newcomer_env(data_dir) -> dict:
     venv_bins = {str(ROOT / ".venv" / "bin"), os.path.dirname(os.path.realpath(os.sys.executable))}
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep)
             if p and os.path.realpath(p) not in {os.path.realpath(b) for b in venv_bins}]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_") and k != "VIRTUAL_ENV"}
+    # a fresh terminal is not inside a make: MAKELEVEL etc. from `make test` must not leak in
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SANDBOX_") and k not in {"VIRTUAL_ENV", "MAKELEVEL", "MAKEFLAGS", "MFLAGS"}}
     env.update(PATH=os.pathsep.join(path), SANDBOX_DATA_DIR=str(data_dir))
     return env
 
