@@ -1,7 +1,7 @@
 """The baseline of `make bench`: a bare Flask app returning a constant JSON body.
 
 Served by gunicorn with the sandbox's own configuration file (sandbox/gunicorn_conf.py:
-gthread, SANDBOX_WORKERS workers x SANDBOX_THREADS threads, preload, same access log), so the
+SANDBOX_WORKERS workers, sync or gthread as SANDBOX_THREADS says, preload, same access log), so the
 only difference with the sandbox is the work the sandbox does per request. Every path answers
 the same body, so the bench drives it with the very request mix it sends to the sandbox.
 """

@@ -6,9 +6,9 @@ tokens, per-address limit off, against:
     file, no access log), the reference of the issue's table;
   - Prism 5 mocking the same route (the server run.py started on the same spec);
   - every sandbox target of the run (embedded store, Redis, baseline), as they are served;
-  - with --experiments, the sandbox with SANDBOX_THREADS=1 (gunicorn's sync workers, waiting
-    answers handed off: sandbox/workers.py), 2 and 3 workers, and on Redis with 2 workers; on
-    a checkout without sandbox/workers.py one thread is a gthread worker's single thread.
+  - with --experiments, the sandbox with 3 sync workers, and with gthread workers (2 x 8
+    threads, SANDBOX_THREADS=8, the default before issue 25) on LMDB and on Redis; on a
+    checkout without sandbox/workers.py one thread is a gthread worker's single thread.
 Each round measures every target once, interleaved; the report gives each target's median and
 the ratios to Prism computed round by round (median and spread), so that a slow moment of the
 shared machine weighs on both sides of a ratio.
@@ -51,12 +51,14 @@ def start_targets(tmp: Path, args, redis_url: str | None = None) -> dict[str, Se
     """The targets of this section that the mix does not already run."""
     servers = {"bare Flask sync": start_bare_sync(free_port(), tmp / "bare-sync.log")}
     if getattr(args, "experiments", False):
-        for workers in (2, 3):
-            servers[f"sandbox 1 thread x{workers}"] = start_sandbox_threads(
-                free_port(), tmp / f"sandbox-sync{workers}-data", tmp / f"sandbox-sync{workers}.log", workers, 1)
+        # the default (sync workers x2) runs in the mix already; here a third worker, and the
+        # gthread workers (2 x 8 threads) that were the default until issue 25
+        for name, workers, threads in (("sandbox sync x3", 3, 1), ("sandbox gthread 2x8", 2, 8)):
+            servers[name] = start_sandbox_threads(
+                free_port(), tmp / f"{name.replace(' ', '-')}-data", tmp / f"{name.replace(' ', '-')}.log", workers, threads)
         if redis_url:
-            servers["Redis 1 thread x2"] = start_sandbox_threads(
-                free_port(), tmp / "redis-sync-data", tmp / "redis-sync.log", 2, 1, ["--redis", redis_url])
+            servers["Redis gthread 2x8"] = start_sandbox_threads(
+                free_port(), tmp / "redis-gthread-data", tmp / "redis-gthread.log", 2, 8, ["--redis", redis_url])
     for server in servers.values():
         server.wait_ready()
     return servers

@@ -2,7 +2,7 @@
 
 One run starts, on loopback ports:
   1. bare Flask: bench/bare_app.py (a constant JSON body) under gunicorn with the sandbox's own
-     configuration file (sandbox/gunicorn_conf.py: gthread, 2 workers x 8 threads, preload);
+     configuration file (sandbox/gunicorn_conf.py: 2 sync workers, preload);
   2. the sandbox: `particulier-sandbox serve`, the Docker image's command and environment, with
      every check on (token, validation, scopes, rate limit, journal); only --ip-rate-limit is
      raised, so that the per-address ceiling (1,000/minute) is not what is measured;
@@ -60,7 +60,7 @@ def parse_args():
                         help="skip the request mix and the memory reading: issue 25's route and checks only")
     parser.add_argument("--no-route", action="store_true", help="skip issue 25's single route and its checks")
     parser.add_argument("--experiments", action="store_true",
-                        help="issue 25's route also on the sandbox under plain gunicorn sync workers (x2, x3)")
+                        help="issue 25's route also on the sandbox with 3 sync workers and with gthread 2x8 (LMDB, Redis)")
     parser.add_argument("--stall-rounds", type=int, help="rounds of the latency-fault stall test [--rounds]")
     parser.add_argument("--prism-timeout", type=float, default=300, help="seconds Prism (npx) may take to start [300]")
     return parser.parse_args()

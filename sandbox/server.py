@@ -24,8 +24,9 @@ def gunicorn_options(settings: Settings) -> dict:
         "bind": [f"{settings.host}:{port}" for port in (settings.port, settings.franceconnect_port) if port],
         "workers": settings.workers,
         "threads": settings.threads,
-        # One thread per worker: gunicorn's sync worker, whose calls waiting on a latency are
-        # handed off so that they hold no worker (workers.py); more: gthread, each call a thread.
+        # One thread per worker (the default): gunicorn's sync worker, whose connections still
+        # sending their request and calls waiting on a latency hold no worker (workers.py);
+        # more: gthread, each call a thread (slower per call and stalled by sleepers, bench/README.md).
         "worker_class": "sandbox.workers.DeferringSyncWorker" if settings.threads == 1 else "gthread",
         "preload_app": True,
         "keepalive": 5,

@@ -111,7 +111,7 @@ class Settings:
     specs: tuple[Path, ...] = (BUNDLED_SPEC,)
     fixtures: tuple[Path, ...] = (BUNDLED_FIXTURES,)
     workers: int = 2
-    threads: int = 8
+    threads: int = 1
     redis_url: str | None = None
     token_secret: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
