@@ -27,7 +27,7 @@ from common import free_port, run_wrk  # noqa: E402
 from route import route_script, start_sandbox_threads  # noqa: E402
 from run import RedisServer  # noqa: E402
 
-# step -> a function and file on the stack that marks it
+# step -> the functions and files on the stack that mark it (any of them)
 STEPS = [
     ("the WSGI app (all the sandbox's own work)", "dispatch (sandbox/application.py"),
     ("  pipeline: authenticate (token)", "authenticate (sandbox/api/auth.py"),
@@ -37,9 +37,11 @@ STEPS = [
     ("  the store step (count, revocation, journal row)", "count (sandbox/store/"),
     ("  werkzeug Request", "__init__ (werkzeug/"),
     ("gunicorn: parse the request", "parse (gunicorn/http/message.py"),
-    ("gunicorn: write the answer", "write (gunicorn/http/wsgi.py"),
-    ("gunicorn: access log", "access (gunicorn/glogging.py"),
-    ("gunicorn: accept and close", "close_graceful (gunicorn/util.py"),
+    ("gunicorn: write the answer", ("write (gunicorn/http/wsgi.py", "flush (sandbox/workers.py")),
+    ("gunicorn: access log", ("access (gunicorn/glogging.py", "access (sandbox/server.py")),
+    ("gunicorn: accept and close", ("close_graceful (gunicorn/util.py", "close_at_once (sandbox/workers.py",
+                                    "_accept (sandbox/workers.py")),
+    ("the lobby (a request come whole?)", ("arrive (sandbox/workers.py", "readable (sandbox/workers.py")),
 ]
 
 
@@ -88,8 +90,9 @@ def report(path: Path, args):
     total = sum(c for _, c in stacks) or 1
     print(f"py-spy, one worker of {args.workers} x {args.threads} thread(s){' on Redis' if args.redis else ''}, "
           f"{total} samples{' holding the GIL' if args.gil else ''}")
-    for label, mark in STEPS:
-        share = sum(c for s, c in stacks if mark in s) / total
+    for label, marks in STEPS:
+        marks = (marks,) if isinstance(marks, str) else marks
+        share = sum(c for s, c in stacks if any(mark in s for mark in marks)) / total
         print(f"  {label:52s} {share:6.1%}")
     own = collections.Counter()
     for stack, count in stacks:
