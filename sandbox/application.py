@@ -23,7 +23,7 @@ from .api import transport
 from .api.pipeline import ApiApp, Pipeline
 from .api.auth import Authenticator
 from .production.errors import ApiError
-from .population.fixtures import Population
+from .population.served import Population
 from .api.journal import Journal
 from .population.runtime import RuntimePersonas
 from .api.ratelimit import RateLimiter

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 from .api import auth as auth_module
 from .api import faults, transport
-from .population import runtime as persona_rules
+from .population import runtime as persona_runtime, submitted as persona_rules
 from .production import pings as pings_module
 from .production.errors import ApiError
 from .production.requests import bearer_token
@@ -254,7 +254,7 @@ def usage():
                      "persona_bytes": used["all_persona_bytes"], "revocations": used["revocations"],
                      "limits": {"journal_bytes": bounds.journal_bytes, "personas": bounds.personas,
                                 "persona_bytes": bounds.personas_bytes, "revocations": bounds.revocations}},
-        "token": {"expires_at": persona_rules.iso(identity.expires_at)},
+        "token": {"expires_at": persona_runtime.iso(identity.expires_at)},
     })
 
 

@@ -283,10 +283,10 @@ def _assert_every_edit_reloaded(population, interval, wait):
     """A watching Population swaps in a new set after each of _edits, within `wait` seconds."""
     import logging
 
-    from sandbox.population import fixtures
+    from sandbox.population import served as served_set
     from sandbox.production.spec import load_specs
     operations = load_specs([ROOT / "spec" / "open-api.yml"]).by_operation_id()
-    served = fixtures.Population([population], operations, interval, logging.getLogger("test"))
+    served = served_set.Population([population], operations, interval, logging.getLogger("test"))
     served.start_watching()
     try:
         for what, edit in _edits(population):
@@ -308,8 +308,8 @@ def test_the_watcher_reloads_on_any_edit(population):
 def test_the_watcher_is_woken_by_the_kernel_s_change_notifications(population, monkeypatch):
     """No poll can be the cause here (the next one is hours away): the edits are noticed because
     the folders are watched, a new folder's files included."""
-    from sandbox.population import fixtures
-    monkeypatch.setattr(fixtures.Population, "SAFETY_POLLS", 100_000)
+    from sandbox.population import served as served_set
+    monkeypatch.setattr(served_set.Population, "SAFETY_POLLS", 100_000)
     _assert_every_edit_reloaded(population, 0.1, wait=30)
 
 

@@ -34,35 +34,21 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import dates
+from . import dates, submitted
+from .submitted import InvalidPersona
 from .calls import curl, query_pairs
-from ..production.errors import ApiError, ParameterErrors
+from ..production.errors import ApiError
 from .files import SchemaChecker
 from .fixtures import Case
-from .lookup import IDENTITY_PARAMS, canonical_identity, case_key, identity_agrees, other_params, request_key
+from .lookup import canonical_identity, case_key, identity_agrees, other_params, request_key
 from ..store import QuotaExceeded, StoreUnavailable
 from ..production import clock
 
-MAX_BODY = 1 << 20  # as a case file; the store's persona_bytes bound is usually lower
-FIELDS = ("operation", "like", "params", "status", "payload", "description", "global", "ttl")
 RUNTIME = "runtime/"
-
-
-class InvalidPersona(ApiError):
-    """A persona that would not load as a fixture file: 422, the v2 sandbox error body, whose
-    reason starts with the json path of the field at fault (`$.payload.data.mois: ...`)."""
-    status = 422
-
-    def __init__(self, where: str, message: str, more: list = ()):
-        text = f"{where}: {message}"
-        if more:
-            text += " ; " + " ; ".join(f"{w}: {m}" for w, m in more)
-        super().__init__("invalid_parameter", parameter=where, detail=text)
 
 
 # quota -> (status, setting, what it bounds), for PersonaQuota's message
@@ -116,16 +102,6 @@ class _Index:
     by_key: dict = None       # (operation id, owner or None) -> {match key: case}, the newest kept
     identities: dict = None   # (operation id, owner or None) -> [(canonical identity, case)], newest first
     buckets: dict = None      # (operation id, owner or None) -> [case], oldest first
-
-
-def merge(base, over):
-    """`over` deep-merged into `base`: mappings key by key, anything else (lists too) replaced."""
-    if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = merge(base[key], value) if key in base else value
-        return out
-    return over
 
 
 def iso(moment: float | None) -> str | None:
@@ -278,7 +254,7 @@ class RuntimePersonas:
             return case if case is not None and case.visible_to(identity, self.store.clock()) else None
         operation, _, name = wanted.rpartition("/")
         try:
-            op = self._operation(operation, "$.like")
+            op = submitted.operation_named(self.operations, operation, "$.like")
         except InvalidPersona:
             return None
         for case in self.population.current.ordered.get(op.operation_id, ()):
@@ -331,120 +307,11 @@ class RuntimePersonas:
 
     # --- creation --------------------------------------------------------------------------
     def create(self, body, identity) -> RuntimeCase:
-        if not isinstance(body, dict):
-            raise InvalidPersona("$", 'le corps doit être un objet JSON {"operation", "params", "status", "payload"}')
-        unknown = sorted(set(body) - set(FIELDS))
-        if unknown:
-            raise InvalidPersona(f"$.{unknown[0]}", f"champ inconnu (champs acceptés : {', '.join(FIELDS)})")
-        base = None
-        if body.get("like") is not None:
-            if not isinstance(body["like"], str):
-                raise InvalidPersona("$.like", "un cas, comme X-Sandbox-Case le nomme : <operation>/<fichier> ou runtime/<id>")
-            base = self.get(body["like"], identity)
-            if base is None:
-                raise InvalidPersona("$.like", f"aucun cas {body['like'][:200]!r} (liste : GET /sandbox/personas)")
-        op = self._operation(body["operation"], "$.operation") if body.get("operation") is not None else None
-        if base is not None and op is not None and op.operation_id != base.operation_id:
-            raise InvalidPersona("$.operation", f"le cas de like appartient à {base.operation_id}")
-        if op is None and base is None:
-            raise InvalidPersona("$.operation", "obligatoire : un x-operationId ou une route, ou like")
-        op = op or self.operations[base.operation_id]
-
-        params = self._params(body.get("params"), base)
-        status = body.get("status", base.status if base is not None else 200)
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-            raise InvalidPersona("$.status", "un code HTTP (entier de 100 à 599)")
-        if "payload" in body:
-            payload = merge(base.payload, body["payload"]) if base is not None else body["payload"]
-        elif base is not None:
-            payload = base.payload
-        else:
-            raise InvalidPersona("$.payload", "obligatoire (le corps de la réponse)")
-        description = body.get("description")
-        if description is None:
-            description = f"{base.description} (copie)" if base is not None else f"Persona créé à l'exécution ({op.path})"
-        if not isinstance(description, str):
-            raise InvalidPersona("$.description", "une chaîne")
-        shared = body.get("global", False)
-        if not isinstance(shared, bool):
-            raise InvalidPersona("$.global", "true ou false")
-        if shared and not self.allow_global:
-            raise ApiError("forbidden", detail="$.global: une instance publique ne sert pas de persona global (il "
-                                               "changerait les réponses de tous) ; le persona sans global ne répond "
-                                               "qu'à votre jeton.")
-        ttl = body.get("ttl")
-        longest = self.bounds.persona_ttl
-        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= longest):
-            raise InvalidPersona("$.ttl", f"un entier de 1 à {longest} secondes (SANDBOX_PERSONA_TTL)")
-
-        self._check_params(op, params)
-        payload = json.loads(json.dumps(payload, default=str))  # as every worker will read it back
-        wrong = dates.problems(payload) + dates.problems(description, "$.description")
-        if not wrong:
-            wrong = self.checker.problems(op.operation_id, status, dates.resolve(payload, clock.today()))
-        if wrong:
-            raise InvalidPersona(*wrong[0], more=wrong[1:])
-
-        now = self.store.clock()
-        expires_at = now + (ttl or longest)
-        if not shared and identity.expires_at is not None:  # no one else could see it after
-            expires_at = min(expires_at, float(identity.expires_at))
-        doc = {"id": secrets.token_hex(8), "operation_id": op.operation_id, "params": params, "status": status,
-               "payload": payload, "description": description, "global": shared, "owner": identity.key,
-               "created_at": now, "expires_at": expires_at, "like": base.id if base is not None else None}
+        """`body` checked (submitted.py), then kept in the store within its quotas."""
+        doc = submitted.document(body, identity, self)
         text = json.dumps(doc, ensure_ascii=False, default=str)
         try:
-            self.store.put_persona(doc["id"], text, doc["expires_at"], identity.key, shared, identity.expires_at)
+            self.store.put_persona(doc["id"], text, doc["expires_at"], identity.key, doc["global"], identity.expires_at)
         except QuotaExceeded as refused:
             raise PersonaQuota(refused) from None
         return self.current().cases.get(doc["id"]) or self._case(json.loads(text))
-
-    def _operation(self, wanted, where: str):
-        from .scaffold import ScaffoldError, find_operation
-        if not isinstance(wanted, str):
-            raise InvalidPersona(where, "un x-operationId ou une route (/v3/...)")
-        try:
-            return find_operation(self.operations, wanted.strip())
-        except ScaffoldError as exc:
-            raise InvalidPersona(where, str(exc)) from None
-
-    @staticmethod
-    def _params(params, base) -> dict:
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise InvalidPersona("$.params", "un objet paramètre -> valeur")
-        merged = json.loads(json.dumps(base.params, default=str)) if base is not None else {}
-        for name, value in params.items():
-            scalar = (str, int, float, bool)
-            if value is None and base is not None:
-                merged.pop(name, None)  # `like` with a parameter set to null: the copy goes without it
-                continue
-            if not (isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))):
-                raise InvalidPersona(f"$.params.{name}", "une valeur (chaîne, nombre, booléen) ou une liste de valeurs")
-            merged[name] = value
-        return merged
-
-    def _check_params(self, op, params: dict):
-        """The parameters as the route checks a request that carries them (a FranceConnect-only
-        route's params describe the identity behind the token: nothing is sent to check)."""
-        from werkzeug.datastructures import Headers, MultiDict
-
-        names = {p.key for p in op.params if p.location == "query"}
-        if op.france_connect_only:  # the params name the identity the FranceConnect token carries
-            names |= IDENTITY_PARAMS
-        for name in params:
-            if name.removesuffix("[]") not in names:
-                raise InvalidPersona(f"$.params.{name}", f"n'est pas un paramètre de {op.method} {op.path} "
-                                     f"(paramètres : {', '.join(sorted(names)) or 'aucun'})")
-        if op.france_connect_only:
-            return
-        try:
-            op.validate(MultiDict(query_pairs(op, params)), Headers())
-        except ParameterErrors as error:
-            items = [((e.get("source") or {}).get("parameter"), e["detail"]) for e in error.items]
-            found = [(f"$.params.{name}" if name else "$.params", detail) for name, detail in items]
-            raise InvalidPersona(*found[0], more=found[1:]) from None
-        except ApiError as error:
-            name = (error.parameter or "").removesuffix("[]")
-            raise InvalidPersona(f"$.params.{name}" if name else "$.params", error.detail or error.kind) from None

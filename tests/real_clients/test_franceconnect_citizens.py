@@ -47,7 +47,7 @@ def _cases():
     a v3+ `/france_connect` route and its `/identite` sibling, or a v2 route (which takes both);
     and every citizen's id."""
     from sandbox.franceconnect.personas import Personas
-    from sandbox.population.fixtures import Population
+    from sandbox.population.served import Population
     from sandbox.production.spec import load_specs
     from sandbox.production import clock
     from sandbox.settings import BUNDLED_FIXTURES, BUNDLED_SPEC
