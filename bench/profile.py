@@ -1,6 +1,6 @@
 """Where a loaded worker's CPU goes: py-spy on one worker of the sandbox under issue 25's wrk run.
 
-    .venv/bin/python bench/profile.py [--threads 8] [--workers 2] [--redis] [--seconds 10]
+    .venv/bin/python bench/profile.py [--threads 1] [--workers 2] [--redis] [--seconds 10]
 
 Starts `particulier-sandbox serve` (the bench's environment; SANDBOX_THREADS / SANDBOX_WORKERS
 from the flags), drives it with wrk on bench/route.py's route and 600 tokens, and records one
@@ -47,7 +47,7 @@ STEPS = [
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--redis", action="store_true", help="the sandbox on a redis-server the script starts")
     parser.add_argument("--seconds", type=int, default=10)
