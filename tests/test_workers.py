@@ -127,7 +127,7 @@ def _get(server, token) -> int:
 
 
 def test_silent_and_dripping_connections_hold_no_sync_worker(start_server):
-    from sandbox.workers import REQUEST_TIMEOUT
+    from sandbox.lobby import REQUEST_TIMEOUT
     server = start_server("--workers", "1", env={"SANDBOX_THREADS": "1"})
     silent = [_connect(server) for _ in range(40)]
     dripping = [_connect(server) for _ in range(4)]
@@ -167,7 +167,7 @@ def test_a_request_sent_in_pieces_is_answered_by_a_sync_worker(start_server):
 
 
 def test_a_body_that_drips_past_the_deadline_is_cut_and_others_are_served(start_server):
-    from sandbox.workers import REQUEST_TIMEOUT
+    from sandbox.lobby import REQUEST_TIMEOUT
     server = start_server("--workers", "1", env={"SANDBOX_THREADS": "1"})
     body = b'{"ttl": 600}' + b" " * 40
     sock = _connect(server)
@@ -200,7 +200,7 @@ def test_a_body_that_drips_past_the_deadline_is_cut_and_others_are_served(start_
 
 
 def test_the_lobby_keeps_at_most_its_limit_the_oldest_go_first(start_server):
-    from sandbox.workers import LOBBY_LIMIT
+    from sandbox.lobby import LOBBY_LIMIT
     server = start_server("--workers", "1", env={"SANDBOX_THREADS": "1"})
     first = [_connect(server) for _ in range(5)]
     time.sleep(0.5)  # accepted before the others
