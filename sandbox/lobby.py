@@ -64,14 +64,35 @@ class Arrived:
         return getattr(self.raw, name)
 
 
+class Waiting:
+    """One connection in the Lobby: what it sent so far, and how much its request needs."""
+    __slots__ = ("listener", "addr", "data", "deadline", "need")
+
+    def __init__(self, listener, addr):
+        self.listener, self.addr = listener, addr
+        self.data = bytearray()
+        self.deadline = time.monotonic() + REQUEST_TIMEOUT
+        self.need = None  # bytes of the whole request, once its headers have come
+
+    def whole(self, added: int) -> bool:
+        """Has the request come whole? Each byte is looked at once for the headers' end, so a
+        client sending a byte at a time costs the worker no more than one sending it at once."""
+        if self.need is None:
+            end = self.data.find(b"\r\n\r\n", max(0, len(self.data) - added - 3))
+            if end < 0:
+                return len(self.data) >= HEADERS_READ
+            self.need = request_length(bytes(self.data[:end]))
+        return len(self.data) >= self.need
+
+
 class Lobby:
-    """Connections accepted whose headers have not all come: read as they arrive, without a
+    """Connections accepted whose request has not all come: read as it arrives, without a
     thread, in the worker's own selector."""
 
     def __init__(self, selector, read_ahead: bool):
         self.selector = selector
         self.read_ahead = read_ahead  # False under TLS: the bytes are the handshake's
-        self.waiting = collections.OrderedDict()  # socket -> [listener, addr, data, deadline]
+        self.waiting = collections.OrderedDict()  # socket -> Waiting, the oldest first
         self.bytes = 0  # read and held, all connections together
 
     def __len__(self):
@@ -79,13 +100,13 @@ class Lobby:
 
     def arrive(self, listener, sock, addr):
         """A new connection: its request if it has come whole already, else None (it waits)."""
-        entry = [listener, addr, bytearray(), time.monotonic() + REQUEST_TIMEOUT]
+        entry = Waiting(listener, addr)
         sock.setblocking(False)
         complete = self._read(sock, entry)
         if complete:
             return self._leave(sock, entry)
         if complete is None:
-            self.bytes -= len(entry[2])
+            self.bytes -= len(entry.data)
             sock.close()
             return None
         if len(self.waiting) >= LOBBY_LIMIT:
@@ -111,9 +132,9 @@ class Lobby:
 
     def expire(self, now: float):
         while self.waiting:
-            sock, (_, _, _, deadline) = next(iter(self.waiting.items()))
-            if deadline > now:
-                return deadline
+            sock, entry = next(iter(self.waiting.items()))
+            if entry.deadline > now:
+                return entry.deadline
             self._close(sock)
         return None
 
@@ -121,7 +142,7 @@ class Lobby:
         for sock in list(self.waiting):
             self._close(sock)
 
-    def _read(self, sock, entry):
+    def _read(self, sock, entry: Waiting):
         """True: the request is whole (or enough to judge); False: not yet; None: it left."""
         if not self.read_ahead:
             return bool(select_readable(sock))
@@ -131,27 +152,27 @@ class Lobby:
             return False
         if not data:
             return None
-        entry[2] += data
+        entry.data += data
         self.bytes += len(data)
-        for older in list(self.waiting):
-            if self.bytes <= LOBBY_BYTES:
-                break
-            if older is not sock:
-                self._close(older)
-        return request_whole(entry[2])
+        if self.bytes > LOBBY_BYTES:
+            for older in list(self.waiting):
+                if self.bytes <= LOBBY_BYTES:
+                    break
+                if older is not sock:
+                    self._close(older)
+        return entry.whole(len(data))
 
-    def _leave(self, sock, entry):
-        self.bytes -= len(entry[2])
-        listener, addr, data, deadline = entry
+    def _leave(self, sock, entry: Waiting):
+        self.bytes -= len(entry.data)
         sock.setblocking(True)
         if not self.read_ahead:  # gunicorn wraps it in TLS itself
-            return listener, sock, addr
-        return listener, Arrived(sock, bytes(data), deadline), addr
+            return entry.listener, sock, entry.addr
+        return entry.listener, Arrived(sock, bytes(entry.data), entry.deadline), entry.addr
 
     def _close(self, sock):
         entry = self.waiting.pop(sock, None)
         if entry is not None:
-            self.bytes -= len(entry[2])
+            self.bytes -= len(entry.data)
         try:
             self.selector.unregister(sock)
         except (KeyError, ValueError):
@@ -159,23 +180,20 @@ class Lobby:
         sock.close()
 
 
-def request_whole(data: bytearray) -> bool:
-    """Has the request come whole: its headers, and a Content-Length body after them?
-
-    Only enough HTTP to know when to stop waiting (gunicorn's parser, which reads the request
-    next, judges it): a chunked body, `Expect: 100-continue` (the client waits for gunicorn's
-    go-ahead) or a body past BODY_READ is left to the app to read, within the deadline."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return len(data) >= HEADERS_READ
+def request_length(head: bytes) -> int:
+    """The bytes a request needs, from its headers (`head`, up to the blank line): the headers
+    and a Content-Length body; 0 (hand it over now) for a chunked body, `Expect: 100-continue`
+    (the client waits for gunicorn's go-ahead) or a body past BODY_READ: the app reads those,
+    within the deadline. Only enough HTTP to know when to stop waiting: gunicorn's parser,
+    which reads the request next, judges it."""
     length = 0
-    for line in bytes(data[:end]).lower().split(b"\r\n")[1:]:
+    for line in head.lower().split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip() == b"content-length":
             length = int(value) if value.strip().isdigit() else 0
         elif name.strip() in (b"transfer-encoding", b"expect"):
-            return True
-    return length > BODY_READ or len(data) >= end + 4 + length
+            return 0
+    return 0 if length > BODY_READ else len(head) + 4 + length
 
 
 def select_readable(sock) -> bool:
