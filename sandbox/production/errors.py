@@ -7,75 +7,22 @@ so a step of the pipeline never needs to know which version it serves.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import yaml
 
 V2_RATE_LIMITED = {"errors": ["Vous avez effectué trop de requêtes"]}
 
-# kind -> (v2 status, v2 slug, v3 status, v3 code, v3 title, detail)
-API_ERRORS = {
-    "missing_token": (401, "access_denied", 401, "00101", "Interdit",
-                      "Votre token n'est pas valide ou n'est pas renseigné"),
-    "invalid_token": (401, "access_denied", 401, "00101", "Interdit",
-                      "Votre token n'est pas valide ou n'est pas renseigné"),
-    "expired_token": (401, "access_denied", 401, "00103", "Jeton expiré",
-                      "Votre token est expiré. Vous devez refaire une demande à API Particulier, un guide est "
-                      "disponible sur https://particulier.api.gouv.fr/faq#comment-renouveler-mon-jeton-arrivant-a-expiration"),
-    "revoked_token": (401, "access_denied", 401, "00105", "Jeton sur liste noire",
-                      "Votre jeton est sur liste noire, celui-ci a certainement été divulgué sur un canal non-sécurisé. "
-                      "Vous pouvez trouver un jeton valide sur votre espace personnel: https://particulier.api.gouv.fr/compte"),
-    "insufficient_scopes": (401, "access_denied", 403, "00100", "Privilèges insuffisants",
-                            "Votre token est valide mais vos privilèges sont insuffisants. "
-                            "Listez vos privilèges sur /api/introspect"),
-    "france_connect_malformed": (401, "access_denied", 401, "50001", "Accès non autorisé",
-                                 "Le jeton d'accès est mal formaté."),
-    "france_connect_unknown": (401, "access_denied", 401, "50002", "Accès non autorisé",
-                               "Le jeton d'accès n'a pas été trouvé ou est expiré."),
-    # production's v3 answers a missing recipient with 00210 too (validation_rules.check_recipient)
-    "recipient_missing": (400, "bad_request", 422, "00203", "Entité non traitable",
-                          "Le paramètre recipient est obligatoire"),
-    "recipient_invalid": (400, "bad_request", 422, "00210", "Entité non traitable",
-                          "Le paramètre recipient n'est pas un siret valide"),
-    "rate_limited": (429, None, 429, "00429", "Trop de requêtes", "Vous avez effectué trop de requêtes"),
-    "route_not_found": (404, "not_found", 404, "00404", "Route inconnue",
-                        "Cette route n'existe pas dans l'API."),
-    "method_not_allowed": (405, "method_not_allowed", 405, "00405", "Méthode non autorisée",
-                           "Cette méthode n'est pas acceptée sur cette route."),
-    "unsupported_version": (404, "not_found", 404, "00402", "Version d'API non prise en charge",
-                            "Cette version n'est pas supportée pour cet endpoint"),
-    "gone": (410, "gone", 410, "00410", "Route retirée",
-             "Cette route a été retirée de l'API et ne répond plus."),
-    "token_not_found": (404, "not_found", 404, "00404", "Jeton inconnu",
-                        "Aucun jeton du bac à sable n'a cet identifiant (le jti d'un jeton est un UUID)."),
-    "persona_not_found": (404, "not_found", 404, "00404", "Persona inconnu",
-                          "Aucun persona de ce nom n'est visible de ce jeton (liste : GET /sandbox/personas)."),
-    # the sandbox's own refusals on /sandbox/* (cross-site writes, a shared instance's rules)
-    "unsupported_media_type": (415, "unsupported_media_type", 415, "00415", "Type de contenu non pris en charge",
-                               "Le corps d'une écriture sur /sandbox/* est du JSON, envoyé avec "
-                               "Content-Type: application/json."),
-    "token_in_query": (401, "access_denied", 401, "00101", "Interdit",
-                       "Une écriture sur /sandbox/* prend le jeton dans un en-tête (X-Api-Key ou "
-                       "Authorization: Bearer), jamais dans ?token=."),
-    "forbidden": (403, "forbidden", 403, "00403", "Interdit", "Cette action n'est pas permise."),
-    "payload_too_large": (413, "bad_request", 413, "00413", "Requête trop volumineuse",
-                          "Le corps de la requête dépasse 64 Kio."),
-    "quota_exceeded": (429, "quota_exceeded", 429, "00429", "Quota atteint",
-                       "Un quota du bac à sable est atteint (GET /sandbox/usage)."),
-    "store_unavailable": (503, "error", 503, "00501", "Erreur réseau",
-                          "Le stockage partagé du bac à sable (LMDB ou Redis) est injoignable ; "
-                          "réessayez dans un instant."),
-    "internal": (500, "error", 500, "00500", "Erreur interne",
-                 "Une erreur interne a été détectée dans le bac à sable."),
-}
+def _catalogue() -> dict:
+    with (Path(__file__).parent / "data" / "api_errors.yml").open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
 
-# Validation failures on v3: the parameter decides the code, as production does.
-V3_PARAMETER_CODES = {
-    "recipient": "00203", "ine": "00360", "codePostal": "00351", "numeroAllocataire": "00352",
-    "nomNaissance": "00420", "prenoms": "00421", "anneeDateNaissance": "00422",
-    "moisDateNaissance": "00423", "jourDateNaissance": "00424", "codeCogInseeCommuneNaissance": "00426",
-    "sexeEtatCivil": "00427", "codeCogInseeDepartementNaissance": "00428",
-    "codeCogInseePaysNaissance": "00400", "identifiant": "00380", "codeEtablissement": "00410",
-    "anneeScolaire": "00411", "degreEtablissement": "00412", "immatriculation": "00430",
-    "annee": "00353", "mois": "00354",
-}
+
+_CATALOGUE = _catalogue()
+# kind -> (v2 status, v2 slug, v3 status, v3 code, v3 title, detail): data/api_errors.yml
+API_ERRORS = {kind: (*row["v2"], *row["v3"], row["detail"]) for kind, row in _CATALOGUE["errors"].items()}
+# Validation failures on v3 that the spec's schema finds: the parameter decides the code.
+V3_PARAMETER_CODES = _CATALOGUE["schema_parameter_codes"]
 
 # Provider faults (fixtures' deliberate errors and X-Sandbox-Fault): production's rules live in
 # data/provider_errors.yml, read by provider_errors.py.
