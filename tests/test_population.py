@@ -14,7 +14,7 @@ from sandbox.population import dates
 from sandbox.production import clock
 from sandbox.cli import main
 from sandbox.population.lookup import canonical_identity, identity_agrees
-from sandbox.population.calls import request_query
+from sandbox.population.calls import client_query
 
 from .conftest import RECIPIENT, ROOT, token_for, v2_headers, v3_headers
 
@@ -79,17 +79,17 @@ def test_every_bundled_case_answers_through_http(make_app):
                 if bearer is None:
                     continue  # reachable by civil status only through a token: counted below
                 headers = v3_headers(bearer)
-                query = request_query(op, {k: v for k, v in case.params.items() if k not in _identity_names()})
+                query = client_query(op, {k: v for k, v in case.params.items() if k not in _identity_names()})
             else:
                 token = token_for()  # one token per call: the 20/s limit is not what this test is about
                 headers = v3_headers(token) if op.v3 else v2_headers(token)
-                query = request_query(op, case.params)
+                query = client_query(op, case.params)
             response = client.get(op.path, query_string=query, headers=headers)
             if _refused(response) and op.france_connect and not op.france_connect_only:
                 bearer = _login_as(client, sandbox, case)
                 if bearer is not None:
                     headers = {"Authorization": f"Bearer {bearer}"}
-                    query = request_query(op, {k: v for k, v in case.params.items() if k not in _identity_names()})
+                    query = client_query(op, {k: v for k, v in case.params.items() if k not in _identity_names()})
                     response = client.get(op.path, query_string=query + [("recipient", RECIPIENT)], headers=headers)
                     through_login += not _refused(response)
             checked += 1

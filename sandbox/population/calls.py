@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .lookup import IDENTITY_PARAMS, IGNORED_PARAMS
+from .lookup import IDENTITY_PARAMS
 
 RECIPIENT = "13002526500013"  # the DINUM SIRET the official examples use; passes the Luhn check
 
@@ -25,18 +25,21 @@ def sent_params(op, params: dict) -> dict:
             if name.removesuffix("[]") not in IDENTITY_PARAMS and name.removesuffix("[]") in declared}
 
 
-def query_pairs(op, params: dict) -> list:
-    """The case's params as the query a client sends: arrays as `name[]=A&name[]=B` (the spec's
-    parameter names carry the brackets), and on v3 the recipient that matching ignores."""
-    array_names = {p.key: p.name for p in op.params if p.is_array} if op else {}
+def client_query(op, params: dict, recipient: str | None = RECIPIENT) -> list:
+    """A case's params as the query a client sends for it: [(name, value)]. On a FranceConnect-
+    only route the token carries who the person is (sent_params); each name as the spec spells
+    it (`prenoms[]`), a list as repeated values, booleans as true/false; on v3, first, the
+    `recipient` that matching ignores (`recipient` None: none), unless the case names its own."""
+    spec_names = {p.key: p.name for p in op.params} if op is not None else {}
     pairs = []
-    if op is not None and op.v3 and "recipient" not in params and any(p.name == "recipient" for p in op.params):
-        pairs.append(("recipient", RECIPIENT))
-    for name, value in params.items():
-        if isinstance(value, list):
-            pairs.extend((array_names.get(name, f"{name}[]"), query_value(v)) for v in value)
-        else:
-            pairs.append((name, query_value(value)))
+    for name, value in sent_params(op, params).items():
+        key = name.removesuffix("[]")
+        values = value if isinstance(value, list) else [value]
+        shown = spec_names.get(key, f"{key}[]" if isinstance(value, list) else name)
+        pairs += [(shown, query_value(v)) for v in values]
+    if (recipient and op is not None and op.v3 and "recipient" in spec_names
+            and all(name != "recipient" for name, _ in pairs)):
+        pairs.insert(0, ("recipient", recipient))
     return pairs
 
 
@@ -53,18 +56,3 @@ def curl(base: str, op, path: str, pairs: list) -> str:
     url = base + path + (f"?{query}" if query else "")
     globoff = "-g " if "[" in query else ""
     return f'curl {globoff}{auth} "{url}"'
-
-
-def request_query(op, params: dict, recipient: str | None = RECIPIENT) -> list:
-    """A case's params as a client sends them: [(name, value)], each name as the spec spells it
-    (`prenoms[]`), a list as repeated values, booleans as true/false; v3 adds `recipient`."""
-    query = []
-    for name, value in params.items():
-        if name.removesuffix("[]") in IGNORED_PARAMS:
-            continue
-        spec_name = next((p.name for p in op.params if p.key == name.removesuffix("[]")), name)
-        query += [(spec_name, str(v).lower() if isinstance(v, bool) else str(v))
-                  for v in (value if isinstance(value, list) else [value])]
-    if op.v3 and recipient:
-        query.append(("recipient", recipient))
-    return query

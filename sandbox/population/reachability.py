@@ -1,7 +1,8 @@
 """Whether a fixture case can be served: production's validation runs before any matching, so a
 case whose params it refuses is never answered (FixtureSet.check says so, as `fixtures check`).
 
-The call judged is the one a client makes with the case's params (request_query); the sandbox
+The call judged is the one a client makes with the case's params (calls.client_query, the
+case's own recipient left out: production's lookup never reads it); the sandbox
 validates it exactly as it validates a request (Operation.validate, validation_rules.py).
 """
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from werkzeug.datastructures import MultiDict
 
 from ..production.errors import ApiError, render
-from .calls import RECIPIENT, request_query
+from ..production.mocking_params import NEVER_READ
+from .calls import RECIPIENT, client_query
 from .lookup import IDENTITY_PARAMS, canonical_identity
 
 # A FranceConnect call: production reads a Bearer on a FranceConnect-capable v2 route as one
@@ -37,7 +39,7 @@ def refusal(fixtures, op, case) -> str | None:
     route that also takes FranceConnect (CNAV, MESRI, Cnous), see reached_through_france_connect."""
     if case.status in (400, 422) or op.france_connect_only:
         return None
-    why = refused(op, request_query(op, case.params), {})
+    why = refused(op, client_query(op, _read(case.params)), {})
     if why is None or reached_through_france_connect(fixtures, op, case):
         return None
     return why
@@ -56,8 +58,14 @@ def reached_through_france_connect(fixtures, op, case) -> bool:
     refuse. The API-key refusal then stands: such a case is never served."""
     if not op.france_connect or not PERSON <= canonical_identity(case.params).keys():
         return False
-    others = [(k, v) for k, v in request_query(op, case.params, recipient=None)
+    others = [(k, v) for k, v in client_query(op, _read(case.params), recipient=None)
               if k.removesuffix("[]") not in IDENTITY_PARAMS]
     if fixtures.match_france_connect(op.operation_id, case.params, MultiDict(others)) is not case:
         return False
     return refused(op, others + [("recipient", RECIPIENT)], FRANCE_CONNECT_HEADERS) is None
+
+
+def _read(params: dict) -> dict:
+    """The params production's lookup reads: a case's own recipient is not one (any valid one
+    reaches the case)."""
+    return {name: value for name, value in params.items() if name.removesuffix("[]") not in NEVER_READ}

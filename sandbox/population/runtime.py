@@ -40,7 +40,7 @@ from pathlib import Path
 
 from . import dates, submitted
 from .submitted import InvalidPersona
-from .calls import curl, query_pairs
+from .calls import client_query, curl
 from ..production.errors import ApiError
 from .files import SchemaChecker
 from .fixtures import Case
@@ -301,8 +301,7 @@ class RuntimePersonas:
         if isinstance(case, RuntimeCase):
             out = {"id": case.persona_id, **out, "global": case.shared, "like": case.like,
                    "created_at": iso(case.created_at), "expires_at": iso(case.expires_at)}
-        sent = {} if op.france_connect_only else case.params
-        out["curl"] = curl(base_url.rstrip("/"), op, op.path, query_pairs(op, sent))
+        out["curl"] = curl(base_url.rstrip("/"), op, op.path, client_query(op, case.params))
         return out
 
     # --- creation --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import secrets
 
 from . import dates
-from .calls import query_pairs
+from .calls import client_query
 from .lookup import IDENTITY_PARAMS
 from ..production import clock
 from ..production.errors import ApiError, ParameterErrors
@@ -152,7 +152,7 @@ def _check_params(op, params: dict):
     if op.france_connect_only:
         return
     try:
-        op.validate(MultiDict(query_pairs(op, params)), Headers())
+        op.validate(MultiDict(client_query(op, params)), Headers())
     except ParameterErrors as error:
         items = [((e.get("source") or {}).get("parameter"), e["detail"]) for e in error.items]
         found = [(f"$.params.{name}" if name else "$.params", detail) for name, detail in items]

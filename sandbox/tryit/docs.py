@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import flask_swagger_ui
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
-from ..population.calls import RECIPIENT, curl, query_pairs, sent_params
+from ..population.calls import RECIPIENT, client_query, curl
 from .examples import retirement
 
 
@@ -101,7 +101,7 @@ def _persona_operation(entry: dict, op, serve_retired: bool) -> dict:
     cases = []
     for case in entry["cases"]:
         params = case.get("params") or {}
-        pairs = query_pairs(op, sent_params(op, params))
+        pairs = client_query(op, params)
         try_params = {}
         for name, value in pairs:
             if name.endswith("[]"):
