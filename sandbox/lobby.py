@@ -117,7 +117,9 @@ class Lobby:
 
     def readable(self, sock):
         """`sock` has something: its request if whole now, else None (gone, or waits on)."""
-        entry = self.waiting[sock]
+        entry = self.waiting.get(sock)
+        if entry is None:  # pushed out by a newer one after the selector reported it
+            return None
         try:
             complete = self._read(sock, entry)
         except ConnectionError:

@@ -234,3 +234,36 @@ def test_curl_s_bodies_reach_a_sync_worker_whole(start_server, tmp_path, how):
     token = json.loads(answer.read_text())["token"]
     introspected = requests.get(server.url + "/api/introspect", headers={"X-Api-Key": token}, timeout=10)
     assert introspected.json()["scopes"] == ["cnaf_enfants"]
+
+
+def test_a_connection_pushed_out_of_the_lobby_after_it_was_reported_readable_is_let_go():
+    """The selector reports connections in a batch; one of them may be pushed out (the lobby
+    full) while the worker handles an earlier one of the same batch."""
+    import selectors
+    import socket
+
+    from sandbox.lobby import LOBBY_LIMIT, Lobby
+    selector = selectors.DefaultSelector()
+    lobby = Lobby(selector, read_ahead=True)
+    pairs = [socket.socketpair() for _ in range(LOBBY_LIMIT + 1)]
+    try:
+        for server_end, _ in pairs[:LOBBY_LIMIT]:
+            assert lobby.arrive(None, server_end, ("127.0.0.1", 0)) is None
+        oldest = pairs[0][0]
+        pairs[0][1].sendall(b"GET / HTTP/1.1\r\n")
+        reported = [key.fileobj for key, _ in selector.select(0)]
+        assert oldest in reported
+        assert lobby.arrive(None, pairs[-1][0], ("127.0.0.1", 0)) is None  # the oldest goes
+        assert lobby.readable(oldest) is None and len(lobby) == LOBBY_LIMIT
+        try:  # closed (with what it sent unread: a reset)
+            assert pairs[0][1].recv(1) == b""
+        except ConnectionResetError:
+            pass
+        pairs[-1][1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        listener, arrived, _ = lobby.readable(pairs[-1][0])
+        assert arrived.recv(65536).startswith(b"GET / HTTP/1.1")
+    finally:
+        lobby.close_all()
+        selector.close()
+        for _, client_end in pairs:
+            client_end.close()
