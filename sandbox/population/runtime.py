@@ -154,8 +154,7 @@ class RuntimePersonas:
     def _build(self, version, texts) -> _Index:
         known = self._state.cases
         docs = sorted((json.loads(text) for text in texts), key=lambda d: (d["created_at"], d["id"]))
-        if not self.allow_global:  # global ones a non-public instance on the same store made stay unseen
-            docs = [d for d in docs if not d["global"]]
+        docs = [d for d in docs if self._admitted(d)]
         cases = {d["id"]: known.get(d["id"]) or self._case(d) for d in docs}
         buckets = {}
         for case in cases.values():
@@ -164,6 +163,10 @@ class RuntimePersonas:
         for where in buckets:
             self._index(state, where)
         return state
+
+    def _admitted(self, doc: dict) -> bool:
+        """Global personas a non-public instance on the same store made stay unseen here."""
+        return self.allow_global or not doc["global"]
 
     def _apply(self, version, changed: dict) -> _Index:
         """The index with the personas of `changed` (id -> JSON, None: gone) replaced: a new
@@ -177,8 +180,9 @@ class RuntimePersonas:
                 where = self._where(gone)
                 state.buckets[where] = [c for c in state.buckets.get(where, ()) if c is not gone]
                 touched.add(where)
-            if text is not None:
-                case = gone or self._case(json.loads(text))
+            doc = json.loads(text) if text is not None and gone is None else None
+            if text is not None and (gone is not None or self._admitted(doc)):
+                case = gone or self._case(doc)
                 state.cases[persona_id] = case
                 where = self._where(case)
                 state.buckets[where] = sorted([*state.buckets.get(where, ()), case],

@@ -64,6 +64,12 @@ def test_global_personas_left_by_a_private_instance_on_the_same_store_are_not_se
     public = make_app(public=True, ip_rate_limit="off").test_client()
     assert answer(public, bystander)[:2] == (200, V3_DEFAULT)
     assert public.get(f"/sandbox/personas/{made.get_json()['id']}").status_code == 404
+    # one made while the public instance serves: its index is brought up to date change by change
+    later = private.post("/sandbox/personas", headers=v2_headers(attacker), json={
+        "like": V3_DEFAULT, "global": True, "payload": {"data": {"identite": {"prenom": "EVE"}}}})
+    assert later.status_code == 201 and answer(private, bystander)[1] == later.get_json()["case"]
+    assert answer(public, bystander)[:2] == (200, V3_DEFAULT)
+    assert public.get(f"/sandbox/personas/{later.get_json()['id']}").status_code == 404
 
 
 def test_faults_are_off_whatever_the_flag_says(make_app):
