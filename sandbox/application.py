@@ -200,7 +200,7 @@ def _install_handlers(app):
     def _store_down(_):
         return _api_error(ApiError("store_unavailable"))
 
-    population = app.extensions["sandbox"].population
+    population = sandbox.population
 
     @app.after_request
     def _nosniff(response):

@@ -37,10 +37,15 @@ def _writer():
     """The calling token of a sandbox route that writes: in a header only. A page of another
     site can make a visitor's browser send ?token= or a form, never a header without CORS'
     preflight, which only the allowed origins pass (README, Changes a pipeline may notice)."""
+    return _identify(_header_token())
+
+
+def _header_token() -> str:
+    """The token of a write, from X-Api-Key or Authorization: Bearer (?token= is refused)."""
     token = bearer_token(request.headers) or request.headers.get("X-Api-Key")
     if not token:
         raise ApiError("token_in_query" if request.args.get("token") else "missing_token")
-    return _identify(token)
+    return token
 
 
 def _identify(token):
@@ -108,7 +113,7 @@ def introspect():
     return jsonify({"_id": identity.key, "name": identity.name, "scopes": sorted(identity.scopes)})
 
 
-def _json_body(limit: int, setting: str = ""):
+def _json_body(limit: int):
     """The body of a write, as JSON: {} when there is none at all, None when it is not JSON.
     Anything but `Content-Type: application/json` is refused (415): a form or a text/plain body
     is what a page of another site can make a browser send without asking (no CORS preflight)."""
@@ -117,8 +122,7 @@ def _json_body(limit: int, setting: str = ""):
         raise ApiError("unsupported_media_type", detail=f"Content-Type: {request.mimetype or 'absent'} ; une écriture "
                        "sur /sandbox/* envoie du JSON avec Content-Type: application/json.")
     if len(raw) > limit:
-        raise ApiError("payload_too_large", parameter=setting or None,
-                       detail=f"Le corps de la requête dépasse {limit // 1024} Kio{f' ({setting})' if setting else ''}.")
+        raise ApiError("payload_too_large", detail=f"Le corps de la requête dépasse {limit // 1024} Kio.")
     if not raw:
         return {}
     try:
@@ -168,10 +172,7 @@ def revoke_token(jti):
         jti = str(uuid.UUID(jti))  # every sandbox token's jti is a UUID; anything else names no token
     except ValueError:
         raise ApiError("token_not_found") from None
-    token = bearer_token(request.headers) or request.headers.get("X-Api-Key")
-    if not token:
-        raise ApiError("token_in_query" if request.args.get("token") else "missing_token")
-    identity = sandbox.authenticator.verify(token)  # revoking a token already revoked is no error
+    identity = sandbox.authenticator.verify(_header_token())  # revoking a token already revoked is no error
     if identity.kind != "jwt" or identity.key != jti:
         raise ApiError("forbidden", detail="Un jeton ne révoque que lui-même : envoyez le jeton de ce jti "
                                            "(X-Api-Key ou Authorization: Bearer).")

@@ -52,9 +52,6 @@ class Deferred:
         self._sending = False  # an answer taken off the heap, not yet sent
         self._thread = None
 
-    def __len__(self):
-        return len(self._due)
-
     def room(self) -> bool:
         return len(self._due) < self.limit
 

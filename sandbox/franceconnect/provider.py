@@ -83,6 +83,7 @@ class Provider:
         self.clients = parse_clients(settings.franceconnect_clients,
                                      parse_redirects(settings.franceconnect_redirects) if limited else None)
         self.ttl = int(settings.franceconnect_ttl)
+        self.longest_ttl = max(self.ttl, TRY_IT_MAX_TTL)  # no token of a session outlives this
         self.store = store
         self.personas = personas
         self.data_scopes = {s["name"]: s for s in catalogue.describe()}
@@ -178,7 +179,7 @@ class Provider:
         sid = code["sid"]
         try:
             if self.store.is_revoked("code-" + sid):
-                self.store.revoke("at-" + sid, expires_at=time.time() + max(self.ttl, TRY_IT_MAX_TTL))  # a replayed code: what it gave is withdrawn too (RFC 6749 4.1.2)
+                self.store.revoke("at-" + sid, expires_at=time.time() + self.longest_ttl)  # a replayed code: what it gave is withdrawn too (RFC 6749 4.1.2)
                 raise TokenError("invalid_grant", "Ce code d'autorisation a déjà été utilisé.")
             self.store.revoke("code-" + sid, expires_at=code.get("exp"))  # a code is worth nothing once expired
         except StoreUnavailable:
@@ -254,5 +255,5 @@ class Provider:
         target = args.get("post_logout_redirect_uri")
         if target and (client is None or not client.accepts(target, own_origin)):
             return None, "post_logout_redirect_uri non déclarée pour ce client."
-        self.store.revoke("at-" + hint["sid"], expires_at=time.time() + max(self.ttl, TRY_IT_MAX_TTL))  # no token of it outlives that
+        self.store.revoke("at-" + hint["sid"], expires_at=time.time() + self.longest_ttl)  # no token of it outlives that
         return target, ""

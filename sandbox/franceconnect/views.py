@@ -180,7 +180,7 @@ def make_blueprint(sandbox, provider) -> Blueprint:
             raise TokenError("invalid_request", f"sandbox_ttl : un nombre de secondes de 1 à {TRY_IT_MAX_TTL}.")
         return int(asked)
 
-    @bp.get("/franceconnect/essayer/retour")
+    @bp.get(TRY_IT_CALLBACK)
     def try_it_callback():
         return render_template("franceconnect/callback.html")
 

@@ -12,7 +12,6 @@ import datetime
 import re
 
 from ..production import mocking_params
-from ..production.mocking_params import NEVER_READ as IGNORED_PARAMS  # noqa: F401 (calls.py reads it here)
 
 
 def case_key(operation_id: str, params: dict) -> frozenset:

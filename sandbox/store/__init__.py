@@ -27,14 +27,15 @@ from .calls import Bounds, Call, Health, Hit, PersonasMoved, QuotaExceeded, Stor
 
 def open_store(settings):
     from ..settings import ConfigError
-    wrong = settings.bounds().problems()
+    bounds = settings.bounds()
+    wrong = bounds.problems()
     if wrong:
         raise ConfigError("; ".join(wrong))
     if settings.redis_url:
         from .redis_store import RedisStore
-        return RedisStore(settings.redis_url, settings.bounds())
+        return RedisStore(settings.redis_url, bounds)
     from .lmdb_store import LmdbStore
     try:
-        return LmdbStore(settings.store_dir, settings.bounds())
+        return LmdbStore(settings.store_dir, bounds)
     except (OSError, StoreUnavailable) as exc:
         raise ConfigError(f"cannot open the sandbox store in {settings.store_dir}: {exc}") from None
